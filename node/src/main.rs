@@ -1,1 +1,139 @@
-fn main(){}
+//! `autocache`: a Redis-compatible cache.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+mod client;
+mod cmd;
+mod config;
+mod connection;
+mod pubsub;
+mod server;
+mod session;
+mod slowlog;
+mod stats;
+
+use config::Config;
+
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
+#[derive(Parser)]
+#[command(
+    name = "autocache",
+    version,
+    about = "A strongly consistent, Redis-compatible cache"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs a server (with no flags: 127.0.0.1:6379, data in ./data).
+    Server(ServerArgs),
+}
+
+#[derive(Parser)]
+struct ServerArgs {
+    /// TOML config file (see deploy/autocache.toml); flags override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Address to listen on.
+    #[arg(long)]
+    bind: Option<std::net::IpAddr>,
+    /// Port to listen on.
+    #[arg(long)]
+    port: Option<u16>,
+    /// Data directory.
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Password clients must AUTH with.
+    #[arg(long)]
+    requirepass: Option<String>,
+    /// Most clients connected at once.
+    #[arg(long)]
+    maxclients: Option<usize>,
+}
+
+impl ServerArgs {
+    fn into_config(self) -> anyhow::Result<Config> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(bind) = self.bind {
+            config.bind = bind;
+        }
+        if let Some(port) = self.port {
+            config.port = port;
+        }
+        if let Some(dir) = self.data_dir {
+            config.data_dir = dir;
+        }
+        if let Some(pass) = self.requirepass {
+            config.requirepass = pass;
+        }
+        if let Some(n) = self.maxclients {
+            config.maxclients = n;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match cli.command {
+        Command::Server(args) => {
+            let config = args.into_config()?;
+            let threads = match config.threads {
+                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                n => n,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(threads)
+                .enable_all()
+                .build()
+                .context("start the async runtime")?;
+            runtime.block_on(run_server(config))
+        }
+    }
+}
+
+async fn run_server(config: Config) -> anyhow::Result<()> {
+    let bound = server::bind(config).await?;
+    let server = bound.server();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("signal received");
+        server.shutdown();
+    });
+    bound.serve().await
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(term) => term,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for SIGTERM");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}

@@ -33,9 +33,17 @@ pub enum BeginSearch {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum FindKeys {
     /// Keys up to `last_key` (relative; negative counts from the end), every `step` arguments.
-    Range { last_key: i64, step: usize, limit: i64 },
+    Range {
+        last_key: i64,
+        step: usize,
+        limit: i64,
+    },
     /// An argument holds the number of keys that follow.
-    KeyNum { key_num_index: usize, first_key: usize, step: usize },
+    KeyNum {
+        key_num_index: usize,
+        first_key: usize,
+        step: usize,
+    },
     /// Only the command itself knows.
     Unknown,
 }
@@ -166,9 +174,7 @@ impl CommandSpec {
                     step,
                 } => {
                     let num_arg = first + key_num_index;
-                    let Some(num) = args
-                        .get(num_arg)
-                        .and_then(|a| crate::request::parse_ll(a))
+                    let Some(num) = args.get(num_arg).and_then(|a| crate::request::parse_ll(a))
                     else {
                         return Err(KeysError::InvalidArguments);
                     };
@@ -325,9 +331,9 @@ fn parse_key_spec(frame: &Frame) -> KeySpec {
     let begin = field(frame, "begin_search").expect("key spec has begin_search");
     let begin_spec = field(begin, "spec");
     let begin_search = match text(field(begin, "type").expect("begin_search type")).as_str() {
-        "index" => BeginSearch::Index(
-            int(field(begin_spec.expect("index spec"), "index").expect("index")) as usize,
-        ),
+        "index" => BeginSearch::Index(int(
+            field(begin_spec.expect("index spec"), "index").expect("index")
+        ) as usize),
         "keyword" => {
             let spec = begin_spec.expect("keyword spec");
             BeginSearch::Keyword {
@@ -426,7 +432,10 @@ mod tests {
         assert_eq!(keys(&["get", "a"]), [1]);
         assert_eq!(keys(&["mset", "a", "1", "b", "2"]), [1, 3]);
         assert_eq!(keys(&["del", "a", "b", "c"]), [1, 2, 3]);
-        assert_eq!(keys(&["zunionstore", "d", "2", "a", "b", "weights", "1", "2"]), [1, 3, 4]);
+        assert_eq!(
+            keys(&["zunionstore", "d", "2", "a", "b", "weights", "1", "2"]),
+            [1, 3, 4]
+        );
         assert_eq!(keys(&["blpop", "a", "b", "0"]), [1, 2]);
         assert_eq!(keys(&["lmpop", "2", "a", "b", "left"]), [2, 3]);
         assert_eq!(keys(&["ping"]), Vec::<usize>::new());

@@ -67,7 +67,9 @@ impl Frame {
 
     /// A bulk string holding the decimal form of an integer.
     pub fn bulk_int(value: i64) -> Frame {
-        Frame::Bulk(Bytes::copy_from_slice(itoa::Buffer::new().format(value).as_bytes()))
+        Frame::Bulk(Bytes::copy_from_slice(
+            itoa::Buffer::new().format(value).as_bytes(),
+        ))
     }
 
     /// Returns true for error replies.

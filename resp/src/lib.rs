@@ -7,22 +7,22 @@
 //!
 //! It knows nothing about keys, values or connections: those live in `tiering` and `node`.
 
-/// The reply value: every RESP3 type, encodable as RESP2 too.
-pub mod frame;
-/// Encoding of replies for a protocol version.
-pub mod encode;
-/// Redis's `%.17g` formatting of doubles, shared by replies and values.
-pub mod double;
-/// The incremental request decoder (multibulk and inline).
-pub mod request;
-/// Splitting of inline commands, quotes and escapes as `sdssplitargs` does.
-pub mod inline;
-/// A parser for whole RESP values, for clients, tests and the embedded command table.
-pub mod value;
 /// The command table: arity, flags and key specifications of every supported command.
 pub mod command_table;
+/// Redis's `%.17g` formatting of doubles, shared by replies and values.
+pub mod double;
+/// Encoding of replies for a protocol version.
+pub mod encode;
 /// Protocol errors with Redis's texts.
 pub mod error;
+/// The reply value: every RESP3 type, encodable as RESP2 too.
+pub mod frame;
+/// Splitting of inline commands, quotes and escapes as `sdssplitargs` does.
+pub mod inline;
+/// The incremental request decoder (multibulk and inline).
+pub mod request;
+/// A parser for whole RESP values, for clients, tests and the embedded command table.
+pub mod value;
 
 pub use command_table::{CommandSpec, CommandTable, KeySpec};
 pub use encode::{encode, Proto};

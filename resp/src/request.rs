@@ -221,7 +221,8 @@ mod tests {
 
     #[test]
     fn multibulk_and_inline_pipeline() {
-        let got = decode_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\n*1\r\n$4\r\nPING\r\n").unwrap();
+        let got =
+            decode_all(b"*2\r\n$3\r\nGET\r\n$1\r\na\r\nPING\r\n*1\r\n$4\r\nPING\r\n").unwrap();
         assert_eq!(got.len(), 3);
         assert_eq!(got[0], [b"GET".to_vec(), b"a".to_vec()]);
         assert_eq!(got[1], [b"PING".to_vec()]);
@@ -247,12 +248,30 @@ mod tests {
 
     #[test]
     fn redis_errors() {
-        assert_eq!(decode_all(b"*x\r\n"), Err(ProtocolError::InvalidMultibulkLength));
-        assert_eq!(decode_all(b"*1\r\n+a\r\n"), Err(ProtocolError::ExpectedBulk(b'+')));
-        assert_eq!(decode_all(b"*1\r\n$-2\r\n"), Err(ProtocolError::InvalidBulkLength));
-        assert_eq!(decode_all(b"*1\r\n$536870913\r\n"), Err(ProtocolError::InvalidBulkLength));
-        assert_eq!(decode_all(b"*3000000000\r\n"), Err(ProtocolError::InvalidMultibulkLength));
-        assert_eq!(decode_all(b"\"abc\r\n"), Err(ProtocolError::UnbalancedQuotes));
+        assert_eq!(
+            decode_all(b"*x\r\n"),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
+        assert_eq!(
+            decode_all(b"*1\r\n+a\r\n"),
+            Err(ProtocolError::ExpectedBulk(b'+'))
+        );
+        assert_eq!(
+            decode_all(b"*1\r\n$-2\r\n"),
+            Err(ProtocolError::InvalidBulkLength)
+        );
+        assert_eq!(
+            decode_all(b"*1\r\n$536870913\r\n"),
+            Err(ProtocolError::InvalidBulkLength)
+        );
+        assert_eq!(
+            decode_all(b"*3000000000\r\n"),
+            Err(ProtocolError::InvalidMultibulkLength)
+        );
+        assert_eq!(
+            decode_all(b"\"abc\r\n"),
+            Err(ProtocolError::UnbalancedQuotes)
+        );
         let long = vec![b'a'; INLINE_MAX_SIZE + 1];
         assert_eq!(decode_all(&long), Err(ProtocolError::TooBigInline));
     }

@@ -141,7 +141,10 @@ mod tests {
     #[test]
     fn round_trips_resp3() {
         let frame = Frame::Map(vec![
-            (Frame::bulk(b"a"), Frame::Array(vec![Frame::Integer(1), Frame::Null])),
+            (
+                Frame::bulk(b"a"),
+                Frame::Array(vec![Frame::Integer(1), Frame::Null]),
+            ),
             (Frame::simple("b"), Frame::Set(vec![Frame::Double(2.5)])),
             (Frame::bulk(b"c"), Frame::Boolean(true)),
         ]);

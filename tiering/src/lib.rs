@@ -1,1 +1,44 @@
-//! tmp
+//! The keyspace engine.
+//!
+//! `tiering` stores keys and values (strings, hashes, lists, sets, sorted sets), runs every
+//! data command against them, and keeps deadlines. A command is a deterministic function of
+//! the keyspace, its arguments and an [`ExecCtx`] (the caller's clock and random seed), so the
+//! same command applied to the same state on two replicas gives the same state and reply. Reads
+//! never change state: an expired key reads as absent and is removed only by a write or by the
+//! expiry cycle.
+//!
+//! It knows nothing of connections, clients, protocols versions or replication: `node` (and
+//! later `raft`) call [`Db::execute`] with a parsed request.
+
+/// Argument parsing with Redis's rules and error texts.
+pub mod args;
+/// The byte string type of keys, values and members.
+pub mod blob;
+/// Clients blocked on keys.
+pub mod blocking;
+/// Command implementations, one family per file.
+pub mod cmd;
+/// The engine: routing, locking and running commands.
+pub mod db;
+/// Command errors with Redis's texts.
+pub mod error;
+/// A command's access to the locked keyspaces.
+pub mod exec;
+/// Glob-style pattern matching.
+pub mod glob;
+/// One slot group's keys.
+pub mod keyspace;
+/// Hash slots.
+pub mod slot;
+/// Stored values.
+pub mod value;
+/// The sorted set structure.
+pub mod zset;
+
+pub use blob::Blob;
+pub use db::{Caller, Db, Executed};
+pub use error::{CommandError, CommandResult};
+pub use exec::{BlockOn, Exec, ExecCtx};
+pub use keyspace::{Keyspace, WatchFlag};
+pub use slot::{slot_of, Slot, SLOT_COUNT};
+pub use value::Value;

@@ -1,0 +1,184 @@
+//! The server: shared state, the accept loop, background work and shutdown.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use parking_lot::{Mutex, RwLock};
+use tiering::Db;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::client::ClientRegistry;
+use crate::config::Config;
+use crate::connection;
+use crate::pubsub::PubSub;
+use crate::slowlog::SlowLog;
+use crate::stats::ServerStats;
+
+/// How long shutdown waits for connections to finish their current command.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Everything connections share.
+pub struct Server {
+    pub db: Db,
+    pub config: RwLock<Config>,
+    /// Redis settings AutoCache accepts but does not act on (encoding thresholds and such).
+    pub ignored_config: Mutex<BTreeMap<String, String>>,
+    pub clients: ClientRegistry,
+    pub pubsub: PubSub,
+    pub stats: ServerStats,
+    pub slowlog: SlowLog,
+    pub started: Instant,
+    pub run_id: String,
+    pub local_addr: SocketAddr,
+    shutdown: watch::Sender<bool>,
+}
+
+impl Server {
+    /// Asks the server to stop: the accept loop ends and connections close.
+    pub fn shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Resolves once shutdown was asked for.
+    pub async fn shutting_down(&self) {
+        let mut rx = self.shutdown.subscribe();
+        let _ = rx.wait_for(|stop| *stop).await;
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn run_id() -> String {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..40)
+        .map(|_| char::from_digit(rng.random_range(0..16), 16).expect("digit below 16"))
+        .collect()
+}
+
+/// A bound, not yet serving, server.
+pub struct Bound {
+    listener: TcpListener,
+    server: Arc<Server>,
+}
+
+impl Bound {
+    /// The shared state (for tests and the signal handler).
+    pub fn server(&self) -> Arc<Server> {
+        self.server.clone()
+    }
+}
+
+/// Validates the config, prepares the data directory and binds the client port.
+pub async fn bind(config: Config) -> anyhow::Result<Bound> {
+    config.validate()?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("create data dir {}", config.data_dir.display()))?;
+    let addr = SocketAddr::new(config.bind, config.port);
+    let listener = TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("listen on {addr}"))?;
+    let local_addr = listener.local_addr().context("read listener address")?;
+    let db = Db::new(config.groups);
+    db.config().max_bulk_len.store(
+        config.proto_max_bulk_len,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+    let (shutdown, _) = watch::channel(false);
+    let server = Arc::new(Server {
+        db,
+        config: RwLock::new(config),
+        ignored_config: Mutex::new(crate::cmd::config::ignored_defaults()),
+        clients: ClientRegistry::default(),
+        pubsub: PubSub::default(),
+        stats: ServerStats::default(),
+        slowlog: SlowLog::default(),
+        started: Instant::now(),
+        run_id: run_id(),
+        local_addr,
+        shutdown,
+    });
+    Ok(Bound { listener, server })
+}
+
+impl Bound {
+    /// Serves clients until shutdown is asked for, then drains connections and stops the
+    /// background tasks it started.
+    pub async fn serve(self) -> anyhow::Result<()> {
+        let Bound { listener, server } = self;
+        tracing::info!(addr = %server.local_addr, "serving clients");
+        let expiry = tokio::spawn(expiry_cycle(server.clone()));
+        let mut connections = JoinSet::new();
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let (mut socket, peer) = match accepted {
+                        Ok(accepted) => accepted,
+                        Err(error) => {
+                            // Out of file descriptors and the like: wait instead of spinning.
+                            tracing::warn!(%error, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    let maxclients = server.config.read().maxclients;
+                    if server.clients.len() >= maxclients {
+                        server.clients.rejected_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        connections.spawn(async move {
+                            let _ = socket.write_all(b"-ERR max number of clients reached\r\n").await;
+                        });
+                        continue;
+                    }
+                    let _ = socket.set_nodelay(true);
+                    let server = server.clone();
+                    connections.spawn(async move {
+                        connection::serve(server, socket, peer).await;
+                    });
+                }
+                Some(_) = connections.join_next(), if !connections.is_empty() => {}
+                _ = server.shutting_down() => break,
+            }
+        }
+        drop(listener);
+        tracing::info!(clients = server.clients.len(), "shutting down");
+        server.clients.kill_all();
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while connections.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!("connections did not close in time, aborting them");
+            connections.abort_all();
+        }
+        expiry.abort();
+        let _ = expiry.await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// The active expiry cycle: `hz` times a second, removes keys whose deadline passed, within a
+/// small time budget so clients never wait long behind it.
+async fn expiry_cycle(server: Arc<Server>) {
+    const BATCH: usize = 200;
+    const BUDGET: Duration = Duration::from_millis(25);
+    loop {
+        let hz = server.config.read().hz.max(1);
+        tokio::time::sleep(Duration::from_millis(1000 / hz as u64)).await;
+        let started = Instant::now();
+        while server.db.expire_cycle(unix_ms(), BATCH) >= BATCH && started.elapsed() < BUDGET {
+            tokio::task::yield_now().await;
+        }
+    }
+}

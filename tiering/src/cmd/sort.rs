@@ -1,0 +1,2 @@
+use super::CommandDef;
+pub(crate) static COMMANDS: &[CommandDef] = &[];

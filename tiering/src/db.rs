@@ -1,0 +1,309 @@
+//! The engine's front door: routes a command to the keyspaces it touches, locks them, runs it.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use resp::command_table::CommandSpec;
+use resp::Frame;
+use smallvec::SmallVec;
+
+use crate::blob::Blob;
+use crate::blocking::{Blocking, Waiter};
+use crate::cmd::{self, LockScope};
+use crate::exec::{BlockOn, Exec, ExecCtx, Locked};
+use crate::keyspace::{Keyspace, WatchFlag};
+use crate::slot::{slot_of, Slot, SLOT_COUNT};
+
+/// Settings the engine reads while it runs; CONFIG SET changes them live.
+#[derive(Debug)]
+pub struct EngineConfig {
+    /// `proto-max-bulk-len`: the largest string a command may build.
+    pub max_bulk_len: AtomicUsize,
+}
+
+impl Default for EngineConfig {
+    fn default() -> Self {
+        EngineConfig {
+            max_bulk_len: AtomicUsize::new(512 * 1024 * 1024),
+        }
+    }
+}
+
+/// Counters INFO reports.
+#[derive(Debug, Default)]
+pub struct DbStats {
+    pub keyspace_hits: AtomicU64,
+    pub keyspace_misses: AtomicU64,
+    pub expired_keys: AtomicU64,
+    /// Changes since start, as Redis's `dirty` counter.
+    pub dirty: AtomicU64,
+}
+
+/// What running a command produced.
+#[derive(Debug)]
+pub struct Executed {
+    pub reply: Frame,
+    /// Set when a blocking command found nothing: the caller waits and runs it again.
+    pub block: Option<BlockOn>,
+}
+
+/// How a command is run on behalf of a client.
+#[derive(Clone, Default)]
+pub struct Caller {
+    /// Inside MULTI/EXEC: blocking commands do not block.
+    pub in_multi: bool,
+    /// The client's waiter when it is (re)running a blocking command.
+    pub waiter: Option<Arc<Waiter>>,
+}
+
+/// The whole keyspace of a node: one [`Keyspace`] per slot group, each behind its own lock.
+///
+/// A command locks the keyspaces of its keys in group order (so two commands never wait on each
+/// other in a cycle), runs, and signals blocked clients after. Commands over all keys (DBSIZE,
+/// KEYS, SCAN, FLUSHALL) lock every keyspace.
+pub struct Db {
+    keyspaces: Box<[Mutex<Keyspace>]>,
+    groups: usize,
+    blocking: Blocking,
+    config: EngineConfig,
+    stats: DbStats,
+}
+
+impl Db {
+    /// Creates an empty engine with `groups` slot groups (1..=16384).
+    pub fn new(groups: usize) -> Db {
+        let groups = groups.clamp(1, SLOT_COUNT);
+        let keyspaces = (0..groups)
+            .map(|g| {
+                Mutex::new(Keyspace::new(
+                    Self::group_start(g, groups)..Self::group_start(g + 1, groups),
+                ))
+            })
+            .collect();
+        Db {
+            keyspaces,
+            groups,
+            blocking: Blocking::default(),
+            config: EngineConfig::default(),
+            stats: DbStats::default(),
+        }
+    }
+
+    fn group_start(group: usize, groups: usize) -> usize {
+        (group * SLOT_COUNT).div_ceil(groups)
+    }
+
+    /// Number of slot groups.
+    pub fn groups(&self) -> usize {
+        self.groups
+    }
+
+    /// The slot group owning `slot`.
+    pub fn group_of_slot(&self, slot: Slot) -> usize {
+        slot as usize * self.groups / SLOT_COUNT
+    }
+
+    /// The engine's live settings.
+    pub fn config(&self) -> &EngineConfig {
+        &self.config
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> &DbStats {
+        &self.stats
+    }
+
+    /// The blocked-client queues.
+    pub fn blocking(&self) -> &Blocking {
+        &self.blocking
+    }
+
+    /// Returns true if the engine runs this command (the server runs the others).
+    pub fn handles(name: &str) -> bool {
+        cmd::lookup(name).is_some()
+    }
+
+    /// Runs one command. `spec` must be the command table's entry for `args`, arity checked.
+    pub fn execute(
+        &self,
+        spec: &CommandSpec,
+        args: &[Bytes],
+        ctx: ExecCtx,
+        caller: &Caller,
+    ) -> Executed {
+        let Some(def) = cmd::lookup(&spec.name) else {
+            return Executed {
+                reply: Frame::error(format!("ERR unknown command '{}'", spec.name)),
+                block: None,
+            };
+        };
+        let groups = self.groups_for(def.locks, spec, args);
+        let mut exec = Exec::new(self.lock(&groups), self, ctx, caller.in_multi);
+        let reply = (def.handler)(&mut exec, args).unwrap_or_else(|e| e.to_frame());
+        self.finish(exec, reply, caller)
+    }
+
+    /// Runs a transaction's commands as one atomic step, unless a watched key changed (then
+    /// returns None, and nothing ran).
+    pub fn execute_multi(
+        &self,
+        commands: &[(&CommandSpec, &[Bytes])],
+        watches: &[(Blob, WatchFlag, bool)],
+        ctx: ExecCtx,
+    ) -> Option<Vec<Frame>> {
+        let mut groups: SmallVec<[usize; 4]> = SmallVec::new();
+        for (spec, args) in commands {
+            let Some(def) = cmd::lookup(&spec.name) else {
+                continue;
+            };
+            groups.extend(self.groups_for(def.locks, spec, args));
+        }
+        for (key, _, _) in watches {
+            groups.push(self.group_of_slot(slot_of(key)));
+        }
+        groups.sort_unstable();
+        groups.dedup();
+        let locked = self.lock(&groups);
+        // Checked under the locks, so no write can land between the check and the commands.
+        let dirty = watches.iter().any(|(key, flag, expired_at_watch)| {
+            let ks = &locked
+                .guards
+                .iter()
+                .find(|(g, _)| *g == self.group_of_slot(slot_of(key)))
+                .expect("watched keyspace locked")
+                .1;
+            flag.load(Ordering::Acquire) || (!expired_at_watch && ks.is_expired(key, ctx.now_ms))
+        });
+        if dirty {
+            return None;
+        }
+        let mut exec = Exec::new(locked, self, ctx, true);
+        let mut replies = Vec::with_capacity(commands.len());
+        for (spec, args) in commands {
+            let reply = match cmd::lookup(&spec.name) {
+                Some(def) => (def.handler)(&mut exec, args).unwrap_or_else(|e| e.to_frame()),
+                None => Frame::error("ERR command not run by the engine"),
+            };
+            replies.push(reply);
+        }
+        let Executed { .. } = self.finish(exec, Frame::Null, &Caller::default());
+        Some(replies)
+    }
+
+    /// Locks every keyspace (for server-side work such as active expiry and INFO).
+    pub fn with_all<R>(&self, ctx: ExecCtx, f: impl FnOnce(&mut Exec) -> R) -> R {
+        let groups: SmallVec<[usize; 4]> = (0..self.groups).collect();
+        let mut exec = Exec::new(self.lock(&groups), self, ctx, false);
+        let result = f(&mut exec);
+        self.finish(exec, Frame::Null, &Caller::default());
+        result
+    }
+
+    /// Registers a WATCH on `key`; returns whether the key was already logically expired.
+    pub fn watch(&self, key: &[u8], flag: WatchFlag, now_ms: u64) -> bool {
+        let mut ks = self.keyspaces[self.group_of_slot(slot_of(key))].lock();
+        ks.watch(key, flag);
+        ks.is_expired(key, now_ms)
+    }
+
+    /// Drops a WATCH on `key`.
+    pub fn unwatch(&self, key: &[u8], flag: &WatchFlag) {
+        self.keyspaces[self.group_of_slot(slot_of(key))]
+            .lock()
+            .unwatch(key, flag);
+    }
+
+    /// Number of keys in each keyspace (expired ones not yet removed included), and of those
+    /// with a deadline.
+    pub fn key_counts(&self) -> (usize, usize) {
+        self.keyspaces.iter().fold((0, 0), |(keys, volatile), ks| {
+            let ks = ks.lock();
+            (keys + ks.len(), volatile + ks.volatile_len())
+        })
+    }
+
+    /// Removes up to `limit` expired keys from each keyspace; returns how many were removed.
+    /// This is the active expiry cycle's work: one node deletes by its own clock; a replicated
+    /// leader would propose these deletions instead.
+    pub fn expire_cycle(&self, now_ms: u64, limit: usize) -> usize {
+        let mut removed = 0;
+        for ks in self.keyspaces.iter() {
+            let mut ks = ks.lock();
+            for key in ks.expired_keys(now_ms, limit) {
+                ks.remove(&key);
+                ks.touch(&key);
+                removed += 1;
+            }
+        }
+        self.stats
+            .expired_keys
+            .fetch_add(removed as u64, Ordering::Relaxed);
+        removed
+    }
+
+    fn groups_for(
+        &self,
+        scope: LockScope,
+        spec: &CommandSpec,
+        args: &[Bytes],
+    ) -> SmallVec<[usize; 4]> {
+        let mut groups: SmallVec<[usize; 4]> = match scope {
+            LockScope::All => (0..self.groups).collect(),
+            LockScope::Keys => match spec.key_positions(args) {
+                Ok(keys) => keys
+                    .iter()
+                    .map(|k| self.group_of_slot(slot_of(&args[k.index])))
+                    .collect(),
+                // The command itself will reject its arguments; it touches no key.
+                Err(_) => SmallVec::new(),
+            },
+        };
+        groups.sort_unstable();
+        groups.dedup();
+        groups
+    }
+
+    fn lock(&self, groups: &[usize]) -> Locked<'_> {
+        Locked {
+            guards: groups
+                .iter()
+                .map(|&g| (g, self.keyspaces[g].lock()))
+                .collect(),
+        }
+    }
+
+    fn finish(&self, exec: Exec<'_>, reply: Frame, caller: &Caller) -> Executed {
+        let Exec {
+            locked,
+            signalled,
+            block,
+            dirty,
+            hits,
+            misses,
+            ..
+        } = exec;
+        if dirty > 0 {
+            self.stats.dirty.fetch_add(dirty, Ordering::Relaxed);
+        }
+        if hits > 0 {
+            self.stats.keyspace_hits.fetch_add(hits, Ordering::Relaxed);
+        }
+        if misses > 0 {
+            self.stats
+                .keyspace_misses
+                .fetch_add(misses, Ordering::Relaxed);
+        }
+        // Queue or dequeue the waiter while the keyspaces are still locked, so that no write
+        // can slip between the failed attempt and the registration.
+        if let (Some(waiter), Some(on)) = (&caller.waiter, &block) {
+            self.blocking.register(waiter, &on.keys);
+        }
+        drop(locked);
+        for key in &signalled {
+            self.blocking.signal(key);
+        }
+        Executed { reply, block }
+    }
+}

@@ -1,0 +1,358 @@
+//! The keys of one slot group: one hash table per slot, the expiry index, and WATCH flags.
+
+use std::collections::{BTreeSet, HashMap};
+use std::hash::BuildHasher;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use hashbrown::HashTable;
+use rand::Rng;
+
+use crate::blob::Blob;
+use crate::slot::{slot_of, Slot};
+use crate::value::{Hasher, Value};
+
+/// A key, its value and its deadline.
+#[derive(Debug)]
+pub struct Entry {
+    pub key: Blob,
+    pub value: Value,
+    /// Absolute deadline in Unix milliseconds; 0 means the key never expires.
+    expire_at: u64,
+}
+
+impl Entry {
+    /// The deadline in Unix milliseconds, if the key has one.
+    pub fn expire_at(&self) -> Option<u64> {
+        (self.expire_at != 0).then_some(self.expire_at)
+    }
+
+    fn is_expired(&self, now_ms: u64) -> bool {
+        self.expire_at != 0 && self.expire_at <= now_ms
+    }
+}
+
+/// Set by the keyspace when a watched key changes; read by EXEC.
+pub type WatchFlag = Arc<AtomicBool>;
+
+/// The keys of a contiguous slot range (one slot group).
+///
+/// Each slot has its own table, so SCAN can walk slot by slot (returning a whole slot per step
+/// keeps SCAN's guarantee without a resizable-table cursor), CLUSTER COUNTKEYSINSLOT is O(1), and
+/// a slot can later move between groups as a unit. Entries are boxed: a table slot is then one
+/// pointer, which keeps the half-empty buckets of a growing table cheap.
+///
+/// Reads (`get`) treat an expired key as absent but never remove it, so a read never changes
+/// state; write paths (`get_mut`, `remove`, ...) remove it, deterministically, given the
+/// caller's clock.
+pub struct Keyspace {
+    slots: Range<usize>,
+    tables: Vec<HashTable<Box<Entry>>>,
+    len: usize,
+    /// (deadline, key) of every key with a deadline, earliest first.
+    volatile: BTreeSet<(u64, Blob)>,
+    watched: HashMap<Blob, Vec<WatchFlag>>,
+    hasher: Hasher,
+}
+
+impl Keyspace {
+    /// Creates an empty keyspace owning `slots`.
+    pub fn new(slots: Range<usize>) -> Keyspace {
+        let tables = slots.clone().map(|_| HashTable::new()).collect();
+        Keyspace {
+            slots,
+            tables,
+            len: 0,
+            volatile: BTreeSet::new(),
+            watched: HashMap::new(),
+            hasher: Hasher::default(),
+        }
+    }
+
+    /// The slots this keyspace owns.
+    pub fn slots(&self) -> Range<usize> {
+        self.slots.clone()
+    }
+
+    /// Returns true if `slot` belongs to this keyspace.
+    pub fn owns(&self, slot: Slot) -> bool {
+        self.slots.contains(&(slot as usize))
+    }
+
+    /// Number of keys, expired-but-not-yet-removed ones included (as Redis's DBSIZE).
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Returns true if there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Number of keys with a deadline.
+    pub fn volatile_len(&self) -> usize {
+        self.volatile.len()
+    }
+
+    fn locate(&self, key: &[u8]) -> (usize, u64) {
+        let slot = slot_of(key) as usize;
+        debug_assert!(
+            self.slots.contains(&slot),
+            "key routed to the wrong keyspace"
+        );
+        (slot - self.slots.start, self.hasher.hash_one(key))
+    }
+
+    fn raw_get(&self, key: &[u8]) -> Option<&Entry> {
+        let (table, hash) = self.locate(key);
+        self.tables[table]
+            .find(hash, |e| e.key.as_ref() as &[u8] == key)
+            .map(|e| &**e)
+    }
+
+    /// The live entry of `key` at `now_ms`; an expired key reads as absent.
+    pub fn get(&self, key: &[u8], now_ms: u64) -> Option<&Entry> {
+        self.raw_get(key).filter(|e| !e.is_expired(now_ms))
+    }
+
+    /// Returns true if `key` exists, expired or not (WATCH remembers which).
+    pub fn contains_raw(&self, key: &[u8]) -> bool {
+        self.raw_get(key).is_some()
+    }
+
+    /// Returns true if `key` exists but its deadline has passed.
+    pub fn is_expired(&self, key: &[u8], now_ms: u64) -> bool {
+        self.raw_get(key).is_some_and(|e| e.is_expired(now_ms))
+    }
+
+    /// The value of `key` for writing; an expired key is removed first and reads as absent.
+    pub fn get_mut(&mut self, key: &[u8], now_ms: u64) -> Option<&mut Value> {
+        if self.raw_get(key)?.is_expired(now_ms) {
+            self.remove(key);
+            return None;
+        }
+        let (table, hash) = self.locate(key);
+        self.tables[table]
+            .find_mut(hash, |e| e.key.as_ref() as &[u8] == key)
+            .map(|e| &mut e.value)
+    }
+
+    /// Stores `value` under `key` with a deadline (0: none), replacing any previous value.
+    pub fn insert(&mut self, key: &[u8], value: Value, expire_at: u64) {
+        let (table, hash) = self.locate(key);
+        let hasher = &self.hasher;
+        match self.tables[table].find_mut(hash, |e| e.key.as_ref() as &[u8] == key) {
+            Some(entry) => {
+                entry.value = value;
+                let old = std::mem::replace(&mut entry.expire_at, expire_at);
+                if old != expire_at {
+                    if old != 0 {
+                        self.volatile.remove(&(old, Blob::new(key)));
+                    }
+                    if expire_at != 0 {
+                        self.volatile.insert((expire_at, Blob::new(key)));
+                    }
+                }
+            }
+            None => {
+                let entry = Box::new(Entry {
+                    key: Blob::new(key),
+                    value,
+                    expire_at,
+                });
+                self.tables[table].insert_unique(hash, entry, |e| hasher.hash_one(&*e.key));
+                self.len += 1;
+                if expire_at != 0 {
+                    self.volatile.insert((expire_at, Blob::new(key)));
+                }
+            }
+        }
+    }
+
+    /// Removes `key` (expired or not) and returns its entry.
+    pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        let (table, hash) = self.locate(key);
+        let hasher = &self.hasher;
+        let found = self.tables[table]
+            .find_entry(hash, |e| e.key.as_ref() as &[u8] == key)
+            .ok()?;
+        let (entry, _) = found.remove();
+        self.len -= 1;
+        if entry.expire_at != 0 {
+            self.volatile.remove(&(entry.expire_at, entry.key.clone()));
+        }
+        let t = &mut self.tables[table];
+        if t.capacity() > 64 && t.len() * 8 < t.capacity() {
+            t.shrink_to(t.len() * 2, |e| hasher.hash_one(&*e.key));
+        }
+        Some(*entry)
+    }
+
+    /// Sets or clears (0) the deadline of an existing key; returns false if it does not exist.
+    pub fn set_expire(&mut self, key: &[u8], expire_at: u64) -> bool {
+        let (table, hash) = self.locate(key);
+        let Some(entry) = self.tables[table].find_mut(hash, |e| e.key.as_ref() as &[u8] == key)
+        else {
+            return false;
+        };
+        let old = std::mem::replace(&mut entry.expire_at, expire_at);
+        if old != expire_at {
+            if old != 0 {
+                self.volatile.remove(&(old, Blob::new(key)));
+            }
+            if expire_at != 0 {
+                self.volatile.insert((expire_at, Blob::new(key)));
+            }
+        }
+        true
+    }
+
+    /// Keys whose deadline is at or before `now_ms`, earliest first, at most `limit`.
+    pub fn expired_keys(&self, now_ms: u64, limit: usize) -> Vec<Blob> {
+        self.volatile
+            .iter()
+            .take_while(|(at, _)| *at <= now_ms)
+            .take(limit)
+            .map(|(_, key)| key.clone())
+            .collect()
+    }
+
+    /// The live entries of one slot.
+    pub fn slot_entries(&self, slot: usize, now_ms: u64) -> impl Iterator<Item = &Entry> {
+        self.tables[slot - self.slots.start]
+            .iter()
+            .map(|e| &**e)
+            .filter(move |e| !e.is_expired(now_ms))
+    }
+
+    /// Number of keys stored in one slot.
+    pub fn slot_len(&self, slot: usize) -> usize {
+        self.tables[slot - self.slots.start].len()
+    }
+
+    /// Every live entry.
+    pub fn entries(&self, now_ms: u64) -> impl Iterator<Item = &Entry> {
+        self.tables
+            .iter()
+            .flat_map(|t| t.iter())
+            .map(|e| &**e)
+            .filter(move |e| !e.is_expired(now_ms))
+    }
+
+    /// A random live entry, or None if there is none (or only expired ones were found).
+    pub fn random_entry(&self, rng: &mut impl Rng, now_ms: u64) -> Option<&Entry> {
+        if self.len == 0 {
+            return None;
+        }
+        // Pick a key uniformly by its position among all keys, then walk to it.
+        for _ in 0..16 {
+            let mut nth = rng.random_range(0..self.len);
+            for table in &self.tables {
+                if nth < table.len() {
+                    let entry = table.iter().nth(nth).map(|e| &**e)?;
+                    if !entry.is_expired(now_ms) {
+                        return Some(entry);
+                    }
+                    break;
+                }
+                nth -= table.len();
+            }
+        }
+        self.entries(now_ms).next()
+    }
+
+    /// Removes every key, flagging watchers of the keys that existed.
+    pub fn clear(&mut self) {
+        if !self.watched.is_empty() {
+            let keys: Vec<Blob> = self.watched.keys().cloned().collect();
+            for key in keys {
+                if self.contains_raw(&key) {
+                    self.touch(&key);
+                }
+            }
+        }
+        for table in &mut self.tables {
+            *table = HashTable::new();
+        }
+        self.volatile.clear();
+        self.len = 0;
+    }
+
+    /// Registers a WATCH on `key`.
+    pub fn watch(&mut self, key: &[u8], flag: WatchFlag) {
+        self.watched.entry(Blob::new(key)).or_default().push(flag);
+    }
+
+    /// Drops a WATCH on `key`.
+    pub fn unwatch(&mut self, key: &[u8], flag: &WatchFlag) {
+        if let Some(flags) = self.watched.get_mut(key) {
+            flags.retain(|f| !Arc::ptr_eq(f, flag));
+            if flags.is_empty() {
+                self.watched.remove(key);
+            }
+        }
+    }
+
+    /// Marks `key` as modified: every client watching it will fail its EXEC.
+    pub fn touch(&mut self, key: &[u8]) {
+        if self.watched.is_empty() {
+            return;
+        }
+        if let Some(flags) = self.watched.get(key) {
+            for flag in flags {
+                flag.store(true, Ordering::Release);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slot::SLOT_COUNT;
+
+    fn string(v: &str) -> Value {
+        Value::Str(Blob::new(v.as_bytes()))
+    }
+
+    #[test]
+    fn reads_never_remove_expired_keys() {
+        let mut ks = Keyspace::new(0..SLOT_COUNT);
+        ks.insert(b"a", string("1"), 100);
+        assert!(ks.get(b"a", 99).is_some());
+        assert!(ks.get(b"a", 100).is_none());
+        assert_eq!(ks.len(), 1);
+        assert!(ks.get_mut(b"a", 100).is_none());
+        assert_eq!(ks.len(), 0);
+        assert_eq!(ks.volatile_len(), 0);
+    }
+
+    #[test]
+    fn expiry_index_follows_changes() {
+        let mut ks = Keyspace::new(0..SLOT_COUNT);
+        ks.insert(b"a", string("1"), 50);
+        ks.insert(b"b", string("1"), 10);
+        ks.insert(b"a", string("2"), 0);
+        assert_eq!(ks.expired_keys(100, 10), vec![Blob::new(b"b")]);
+        ks.set_expire(b"a", 5);
+        assert_eq!(
+            ks.expired_keys(100, 10),
+            vec![Blob::new(b"a"), Blob::new(b"b")]
+        );
+        ks.remove(b"a");
+        assert_eq!(ks.volatile_len(), 1);
+    }
+
+    #[test]
+    fn watch_flags_fire_on_touch_and_clear() {
+        let mut ks = Keyspace::new(0..SLOT_COUNT);
+        let flag = WatchFlag::default();
+        ks.insert(b"a", string("1"), 0);
+        ks.watch(b"a", flag.clone());
+        ks.touch(b"b");
+        assert!(!flag.load(Ordering::Acquire));
+        ks.clear();
+        assert!(flag.load(Ordering::Acquire));
+    }
+}
