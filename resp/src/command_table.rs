@@ -116,6 +116,9 @@ impl CommandSpec {
     /// `getKeysUsingKeySpecs` does. Specifications of unknown shape are skipped; commands with
     /// such specifications (SORT) add their own keys.
     pub fn key_positions(&self, args: &[Bytes]) -> Result<Vec<KeyPosition>, KeysError> {
+        if self.name == "sort" {
+            return Ok(sort_keys(args));
+        }
         let argc = args.len();
         let mut keys = Vec::new();
         for (spec_index, spec) in self.key_specs.iter().enumerate() {
@@ -212,6 +215,32 @@ impl CommandSpec {
         }
         Ok(keys)
     }
+}
+
+/// SORT's keys, as Redis's `sortGetKeys` finds them: the sorted key and the last STORE
+/// destination (its key specifications say "unknown" for the latter).
+fn sort_keys(args: &[Bytes]) -> Vec<KeyPosition> {
+    let mut keys = vec![KeyPosition { index: 1, spec: 0 }];
+    let mut store = None;
+    let mut i = 2;
+    while i < args.len() {
+        let arg = &args[i];
+        let skip = if arg.eq_ignore_ascii_case(b"limit") {
+            2
+        } else if arg.eq_ignore_ascii_case(b"get") || arg.eq_ignore_ascii_case(b"by") {
+            1
+        } else {
+            if arg.eq_ignore_ascii_case(b"store") && i + 1 < args.len() {
+                store = Some(i + 1);
+            }
+            0
+        };
+        i += skip + 1;
+    }
+    if let Some(index) = store {
+        keys.push(KeyPosition { index, spec: 2 });
+    }
+    keys
 }
 
 /// All supported commands, by lowercase name.

@@ -54,6 +54,19 @@ pub fn encode(frame: &Frame, proto: Proto, out: &mut BytesMut) {
                 encode(value, proto, out);
             }
         }
+        Frame::Pairs(pairs) => {
+            match proto {
+                Proto::Resp2 => integer(out, b'*', 2 * pairs.len() as i64),
+                Proto::Resp3 => integer(out, b'*', pairs.len() as i64),
+            }
+            for (first, second) in pairs {
+                if proto == Proto::Resp3 {
+                    out.put_slice(b"*2\r\n");
+                }
+                encode(first, proto, out);
+                encode(second, proto, out);
+            }
+        }
         Frame::Set(items) | Frame::Push(items) => {
             let marker = match (frame, proto) {
                 (_, Proto::Resp2) => b'*',

@@ -27,6 +27,9 @@ pub enum Frame {
     Map(Vec<(Frame, Frame)>),
     /// `~N` in RESP3, an array in RESP2.
     Set(Vec<Frame>),
+    /// Pairs such as member/score: an array of 2-element arrays in RESP3, a flat array in RESP2
+    /// (ZRANGE WITHSCORES, HRANDFIELD WITHVALUES).
+    Pairs(Vec<(Frame, Frame)>),
     /// `,1.5` in RESP3, a bulk string formatted as `%.17g` in RESP2.
     Double(f64),
     /// `#t` in RESP3, `:1` in RESP2.

@@ -256,8 +256,9 @@ impl Db {
                     .iter()
                     .map(|k| self.group_of_slot(slot_of(&args[k.index])))
                     .collect(),
-                // The command itself will reject its arguments; it touches no key.
-                Err(_) => SmallVec::new(),
+                // The command will reject its arguments; lock everything so that even a
+                // command that reads keys before noticing cannot touch an unlocked keyspace.
+                Err(_) => (0..self.groups).collect(),
             },
         };
         groups.sort_unstable();

@@ -34,6 +34,7 @@ pub enum Value {
 /// Redis's default thresholds for the compact encodings OBJECT ENCODING reports. AutoCache
 /// accepts the `*-max-*` settings but keeps one representation per type; only the reported
 /// name follows the thresholds.
+const HASH_LISTPACK_MAX_ENTRIES: usize = 512;
 const LISTPACK_MAX_ENTRIES: usize = 128;
 const LISTPACK_MAX_VALUE: usize = 64;
 const INTSET_MAX_ENTRIES: usize = 512;
@@ -65,7 +66,7 @@ impl Value {
             }
             Value::List(_) => "quicklist",
             Value::Hash(h) => {
-                if h.len() <= LISTPACK_MAX_ENTRIES
+                if h.len() <= HASH_LISTPACK_MAX_ENTRIES
                     && h.iter().all(|(f, v)| {
                         f.len() <= LISTPACK_MAX_VALUE && v.len() <= LISTPACK_MAX_VALUE
                     })

@@ -84,6 +84,8 @@ impl SortedSet {
 
     /// Sets the score of `member`; returns the previous score.
     pub fn insert(&mut self, member: &[u8], score: f64) -> Option<f64> {
+        // Redis stores small sorted sets as text, where -0 reads back as 0.
+        let score = if score == 0.0 { 0.0 } else { score };
         match self.scores.get_mut(member) {
             Some(old) => {
                 let previous = *old;

@@ -121,6 +121,37 @@ fn list(args: &[Bytes]) -> Outcome {
     .into()
 }
 
+/// A key's flags; commands whose specs say `variable_flags` decide from their arguments, as
+/// Redis's `setGetKeys` and `bitfieldGetKeys` do.
+fn key_flags(spec: &CommandSpec, command: &[Bytes], spec_index: usize) -> Vec<String> {
+    let flags = &spec.key_specs[spec_index].flags;
+    if !flags.iter().any(|f| f == "variable_flags") {
+        return flags.clone();
+    }
+    let owned = |list: &[&str]| list.iter().map(|s| s.to_string()).collect();
+    match spec.name.as_str() {
+        "set" if command[3..].iter().any(|a| a.eq_ignore_ascii_case(b"GET")) => {
+            owned(&["RW", "access", "update"])
+        }
+        "set" => owned(&["OW", "update"]),
+        "bitfield" => {
+            let writes = command[2..]
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(b"SET") || a.eq_ignore_ascii_case(b"INCRBY"));
+            if writes {
+                owned(&["RW", "access", "update"])
+            } else {
+                owned(&["RO", "access"])
+            }
+        }
+        _ => flags
+            .iter()
+            .filter(|f| *f != "variable_flags")
+            .cloned()
+            .collect(),
+    }
+}
+
 fn getkeys(args: &[Bytes], with_flags: bool) -> Outcome {
     let command = &args[2..];
     let Some(spec) = CommandTable::get().lookup_request(command) else {
@@ -142,10 +173,9 @@ fn getkeys(args: &[Bytes], with_flags: bool) -> Outcome {
         .map(|k| {
             let key = Frame::Bulk(command[k.index].clone());
             if with_flags {
-                let flags = spec.key_specs[k.spec]
-                    .flags
-                    .iter()
-                    .map(|f| Frame::Simple(f.clone().into()))
+                let flags = key_flags(spec, command, k.spec)
+                    .into_iter()
+                    .map(|f| Frame::Simple(f.into()))
                     .collect();
                 Frame::Array(vec![key, Frame::Set(flags)])
             } else {

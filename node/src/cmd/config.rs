@@ -12,12 +12,15 @@ use crate::config::Config;
 use crate::server::Server;
 use crate::session::{Outcome, Session};
 
+/// Applies a new value of an option, or says why it cannot.
+type Setter = fn(&Server, &str) -> Result<(), String>;
+
 /// An option AutoCache acts on.
 struct Param {
     name: &'static str,
     get: fn(&Config) -> String,
     /// None for options fixed at startup.
-    set: Option<fn(&Server, &str) -> Result<(), String>>,
+    set: Option<Setter>,
 }
 
 fn parse_int<T: std::str::FromStr>(value: &str) -> Result<T, String> {
@@ -153,7 +156,7 @@ const IGNORED: &[(&str, &str)] = &[
     ("appendfsync", "everysec"),
     ("appendonly", "no"),
     ("dbfilename", "dump.rdb"),
-    ("hash-max-listpack-entries", "128"),
+    ("hash-max-listpack-entries", "512"),
     ("hash-max-listpack-value", "64"),
     ("lazyfree-lazy-eviction", "no"),
     ("lazyfree-lazy-expire", "no"),
@@ -263,7 +266,7 @@ fn get(server: &Server, patterns: &[Bytes]) -> Outcome {
 }
 
 fn set(server: &Server, pairs: &[Bytes]) -> Outcome {
-    if pairs.len() % 2 != 0 {
+    if !pairs.len().is_multiple_of(2) {
         return Frame::error("ERR wrong number of arguments for 'config|set' command").into();
     }
     let mut seen = Vec::new();

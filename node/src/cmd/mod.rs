@@ -62,6 +62,6 @@ pub fn help(container: &str, lines: &[&str]) -> Outcome {
     )];
     out.extend(lines.iter().map(|l| Frame::Simple(l.to_string().into())));
     out.push(Frame::simple("HELP"));
-    out.push(Frame::simple("    Print this help."));
+    out.push(Frame::simple("    Prints this help."));
     Frame::Array(out).into()
 }

@@ -291,10 +291,8 @@ fn getex(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
         Some((_, at)) => {
             exec.set_expire(key, at);
         }
-        None if persist => {
-            if exec.expire_at(key).is_some() {
-                exec.set_expire(key, 0);
-            }
+        None if persist && exec.expire_at(key).is_some() => {
+            exec.set_expire(key, 0);
         }
         None => {}
     }
@@ -313,7 +311,7 @@ fn mget(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 }
 
 fn mset_arity(args: &[Bytes], name: &str) -> Result<(), CommandError> {
-    if args.len() % 2 == 0 {
+    if args.len().is_multiple_of(2) {
         return Err(CommandError::Arity(name.to_string()));
     }
     Ok(())
