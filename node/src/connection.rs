@@ -59,7 +59,10 @@ struct Connection {
 impl Connection {
     async fn run(&mut self, session: &mut Session) -> std::io::Result<()> {
         loop {
-            if let Err(Stop::Closed) = self.process_input(session).await? {
+            session.begin_batch();
+            let stop = self.process_input(session).await?;
+            session.end_batch();
+            if let Err(Stop::Closed) = stop {
                 return self.flush(session).await;
             }
             self.flush(session).await?;

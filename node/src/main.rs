@@ -57,6 +57,9 @@ struct ServerArgs {
     /// Most clients connected at once.
     #[arg(long)]
     maxclients: Option<usize>,
+    /// Worker threads serving clients (0: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 impl ServerArgs {
@@ -79,6 +82,9 @@ impl ServerArgs {
         }
         if let Some(n) = self.maxclients {
             config.maxclients = n;
+        }
+        if let Some(n) = self.threads {
+            config.threads = n;
         }
         config.validate()?;
         Ok(config)

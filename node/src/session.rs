@@ -7,6 +7,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use rand::rngs::SmallRng;
+use rand::{RngCore, SeedableRng};
 use resp::command_table::CommandSpec;
 use resp::{CommandTable, Frame, Limits, Proto};
 use tiering::blocking::Waiter;
@@ -17,6 +19,7 @@ use crate::client::ClientInfo;
 use crate::cmd;
 use crate::pubsub::Subscriber;
 use crate::server::{unix_ms, Server};
+use crate::stats::LocalStats;
 
 /// What the connection should do after a request.
 pub enum Outcome {
@@ -79,6 +82,16 @@ pub struct Session {
     pub push_tx: mpsc::Sender<Frame>,
     pub reply_mode: ReplyMode,
     pub waiter: Arc<Waiter>,
+    /// Wall clock of the current batch of requests, in Unix milliseconds.
+    now_ms: u64,
+    /// When the previous command of this batch ended (the next one's start).
+    clock: Instant,
+    /// Settings read once per batch rather than once per command.
+    limits: Limits,
+    slowlog_slower_than: i64,
+    slowlog_max_len: usize,
+    local_stats: LocalStats,
+    rng: SmallRng,
 }
 
 impl Session {
@@ -101,16 +114,41 @@ impl Session {
             push_tx,
             reply_mode: ReplyMode::On,
             waiter: Waiter::new(),
+            now_ms: unix_ms(),
+            clock: Instant::now(),
+            limits: Limits::default(),
+            slowlog_slower_than: 10000,
+            slowlog_max_len: 128,
+            local_stats: LocalStats::default(),
+            rng: SmallRng::from_rng(&mut rand::rng()),
         }
     }
 
-    /// The input limits in force now.
-    pub fn limits(&self) -> Limits {
-        let config = self.server.config.read();
-        Limits {
-            max_bulk_len: config.proto_max_bulk_len,
-            max_query_buffer: config.client_query_buffer_limit,
+    /// Starts a batch of requests (one read's worth): reads the clock and the live settings
+    /// once for all of them.
+    pub fn begin_batch(&mut self) {
+        {
+            let config = self.server.config.read();
+            self.limits = Limits {
+                max_bulk_len: config.proto_max_bulk_len,
+                max_query_buffer: config.client_query_buffer_limit,
+            };
+            self.slowlog_slower_than = config.slowlog_log_slower_than;
+            self.slowlog_max_len = config.slowlog_max_len;
         }
+        self.now_ms = unix_ms();
+        self.clock = Instant::now();
+        self.info.touch();
+    }
+
+    /// Ends a batch: publishes the counters it gathered.
+    pub fn end_batch(&mut self) {
+        self.server.stats.flush(&mut self.local_stats);
+    }
+
+    /// The input limits in force for this batch.
+    pub fn limits(&self) -> Limits {
+        self.limits
     }
 
     /// Encodes a frame for this client's protocol.
@@ -129,10 +167,10 @@ impl Session {
     }
 
     /// The clock and seed a command runs with.
-    pub fn exec_ctx(&self) -> ExecCtx {
+    pub fn exec_ctx(&mut self) -> ExecCtx {
         ExecCtx {
-            now_ms: unix_ms(),
-            seed: rand::random(),
+            now_ms: self.now_ms,
+            seed: self.rng.next_u64(),
         }
     }
 
@@ -144,9 +182,9 @@ impl Session {
         }
     }
 
-    fn reject(&mut self, name: Option<&str>, text: String) -> Outcome {
-        if let Some(name) = name {
-            self.server.stats.record_rejected(name);
+    fn reject(&mut self, spec: Option<&CommandSpec>, text: String) -> Outcome {
+        if let Some(spec) = spec {
+            self.server.stats.record_rejected(spec.id);
         }
         if let Some(multi) = &mut self.multi {
             multi.failed = true;
@@ -179,25 +217,25 @@ impl Session {
         };
         if !spec.arity_ok(args.len()) {
             let text = format!("ERR wrong number of arguments for '{}' command", spec.name);
-            return self.reject(Some(&spec.name), text);
+            return self.reject(Some(spec), text);
         }
         if self.multi.is_some() && spec.has_flag("no_multi") {
             return self.reject(
-                Some(&spec.name),
+                Some(spec),
                 "ERR Command not allowed inside a transaction".into(),
             );
         }
         if !self.authenticated && !spec.has_flag("no_auth") {
-            return self.reject(Some(&spec.name), "NOAUTH Authentication required.".into());
+            return self.reject(Some(spec), "NOAUTH Authentication required.".into());
         }
         if self.proto == Proto::Resp2 && self.info.is_pubsub() && !allowed_in_pubsub(&spec.name) {
             let text = format!(
                 "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
                 spec.name
             );
-            return self.reject(Some(&spec.name), text);
+            return self.reject(Some(spec), text);
         }
-        *self.info.last_command.lock() = spec.name.clone();
+        self.info.last_command.store(spec.id, Ordering::Relaxed);
         if let Some(multi) = &mut self.multi {
             if !matches!(
                 spec.name.as_str(),
@@ -215,16 +253,13 @@ impl Session {
 
     /// Runs a command that passed every check, recording its statistics.
     fn call(&mut self, spec: &'static CommandSpec, args: Vec<Bytes>) -> Outcome {
-        let started = Instant::now();
-        let outcome = if Db::handles(&spec.name) {
+        let outcome = if Db::handles(spec) {
             let caller = Caller {
                 in_multi: false,
                 waiter: Some(self.waiter.clone()),
             };
-            let executed = self
-                .server
-                .db
-                .execute(spec, &args, self.exec_ctx(), &caller);
+            let ctx = self.exec_ctx();
+            let executed = self.server.db.execute(spec, &args, ctx, &caller);
             match executed.block {
                 Some(on) => Outcome::Block(Blocked {
                     spec,
@@ -236,12 +271,16 @@ impl Session {
         } else {
             cmd::run(self, spec, &args)
         };
-        self.record(spec, &args, started, &outcome);
+        self.record(spec, &args, &outcome);
         outcome
     }
 
-    fn record(&self, spec: &CommandSpec, args: &[Bytes], started: Instant, outcome: &Outcome) {
-        let micros = started.elapsed().as_micros() as u64;
+    /// Records a command that ran: its time since the previous command ended (or the batch
+    /// began), commandstats, errorstats, and the slow log.
+    fn record(&mut self, spec: &CommandSpec, args: &[Bytes], outcome: &Outcome) {
+        let now = Instant::now();
+        let micros = now.duration_since(self.clock).as_micros() as u64;
+        self.clock = now;
         let error = match outcome {
             Outcome::Reply(Frame::Error(text)) | Outcome::Close(Some(Frame::Error(text))) => {
                 Some(text)
@@ -251,18 +290,14 @@ impl Session {
         if let Some(text) = error {
             self.server.stats.record_error(text);
         }
-        self.server
-            .stats
-            .record_call(&spec.name, micros, error.is_some());
-        let (threshold, max_len) = {
-            let config = self.server.config.read();
-            (config.slowlog_log_slower_than, config.slowlog_max_len)
-        };
+        self.local_stats.add(spec.id, micros, error.is_some());
+        let threshold = self.slowlog_slower_than;
         if threshold >= 0 && micros >= threshold as u64 {
             let name = self.info.name.lock().clone().unwrap_or_default();
+            let addr = self.info.addr.to_string();
             self.server
                 .slowlog
-                .record(args, micros, self.info.addr.to_string(), name, max_len);
+                .record(args, micros, addr, name, self.slowlog_max_len);
         }
     }
 
@@ -272,11 +307,12 @@ impl Session {
             in_multi: false,
             waiter: Some(self.waiter.clone()),
         };
-        let started = Instant::now();
-        let executed =
-            self.server
-                .db
-                .execute(blocked.spec, &blocked.args, self.exec_ctx(), &caller);
+        self.begin_batch();
+        let ctx = self.exec_ctx();
+        let executed = self
+            .server
+            .db
+            .execute(blocked.spec, &blocked.args, ctx, &caller);
         if executed.block.is_some() {
             return None;
         }
@@ -285,7 +321,8 @@ impl Session {
             return None;
         }
         let outcome = Outcome::Reply(executed.reply);
-        self.record(blocked.spec, &blocked.args, started, &outcome);
+        self.record(blocked.spec, &blocked.args, &outcome);
+        self.end_batch();
         match outcome {
             Outcome::Reply(frame) => Some(frame),
             _ => None,
@@ -322,7 +359,7 @@ impl Session {
         let engine: Vec<(&CommandSpec, &[Bytes])> = multi
             .queued
             .iter()
-            .filter(|(spec, _)| Db::handles(&spec.name))
+            .filter(|(spec, _)| Db::handles(spec))
             .map(|(spec, args)| (*spec, args.as_slice()))
             .collect();
         let watches: Vec<(Blob, WatchFlag, bool)> = self
@@ -330,23 +367,19 @@ impl Session {
             .iter()
             .map(|(key, expired)| (key.clone(), self.watch_flag.clone(), *expired))
             .collect();
-        let started = Instant::now();
-        let engine_replies = self
-            .server
-            .db
-            .execute_multi(&engine, &watches, self.exec_ctx());
+        let ctx = self.exec_ctx();
+        let engine_replies = self.server.db.execute_multi(&engine, &watches, ctx);
         self.unwatch_all();
         let Some(engine_replies) = engine_replies else {
             return Frame::NullArray.into();
         };
-        let per_command = started.elapsed() / (engine.len().max(1) as u32);
         let mut engine_replies = engine_replies.into_iter();
         let mut replies = Vec::with_capacity(multi.queued.len());
         for (spec, args) in &multi.queued {
-            let reply = if Db::handles(&spec.name) {
+            let reply = if Db::handles(spec) {
                 let reply = engine_replies.next().expect("one reply per engine command");
                 let outcome = Outcome::Reply(reply);
-                self.record(spec, args, Instant::now() - per_command, &outcome);
+                self.record(spec, args, &outcome);
                 match outcome {
                     Outcome::Reply(frame) => frame,
                     _ => unreachable!("constructed as a reply"),

@@ -75,6 +75,9 @@ pub enum KeysError {
 /// Everything AutoCache knows about one command or subcommand.
 #[derive(Clone, Debug)]
 pub struct CommandSpec {
+    /// Dense index of this command or subcommand (`0..CommandTable::spec_count()`), for tables
+    /// indexed by command without hashing names.
+    pub id: usize,
     /// Lowercase name; subcommands are `container|sub`.
     pub name: String,
     /// Positive: exact argument count; negative: at least that many (command name included).
@@ -87,12 +90,21 @@ pub struct CommandSpec {
     pub info: Frame,
     /// The `COMMAND DOCS` value (the map after the name).
     pub docs: Frame,
+    /// The argument index of the only key, for the many commands with exactly one key at a
+    /// fixed position (the hot path skips the general key-spec walk).
+    single_key: Option<usize>,
 }
 
 impl CommandSpec {
     /// Returns true if `flag` (as COMMAND INFO spells it, like `write`) is set.
     pub fn has_flag(&self, flag: &str) -> bool {
         self.flags.iter().any(|f| f == flag)
+    }
+
+    /// The index of the command's only key, when it has exactly one at a fixed position and
+    /// `argc` arguments include it.
+    pub fn single_key_index(&self, argc: usize) -> Option<usize> {
+        self.single_key.filter(|&i| i < argc)
     }
 
     /// Returns true if `argc` arguments (the name included) satisfy the arity.
@@ -246,7 +258,9 @@ fn sort_keys(args: &[Bytes]) -> Vec<KeyPosition> {
 /// All supported commands, by lowercase name.
 #[derive(Debug)]
 pub struct CommandTable {
-    commands: HashMap<String, CommandSpec>,
+    commands: HashMap<Vec<u8>, CommandSpec, foldhash::fast::FixedState>,
+    /// Names by `CommandSpec::id`.
+    names: Vec<String>,
     /// Names in the order COMMAND lists them.
     order: Vec<String>,
 }
@@ -274,24 +288,40 @@ impl CommandTable {
             .into_iter()
             .map(|(name, doc)| (text(&name), doc))
             .collect();
-        let mut commands = HashMap::new();
+        let mut commands = HashMap::default();
         let mut order = Vec::new();
+        let mut names = Vec::new();
         for entry in entries {
             let doc = docs.get(&entry_name(&entry));
-            let spec = parse_spec(&entry, doc);
+            let spec = parse_spec(&entry, doc, &mut names);
             order.push(spec.name.clone());
-            commands.insert(spec.name.clone(), spec);
+            commands.insert(spec.name.as_bytes().to_vec(), spec);
         }
-        CommandTable { commands, order }
+        CommandTable {
+            commands,
+            names,
+            order,
+        }
+    }
+
+    /// Number of commands and subcommands (one past the largest `CommandSpec::id`).
+    pub fn spec_count(&self) -> usize {
+        self.names.len()
+    }
+
+    /// The full name of the command or subcommand with this id.
+    pub fn name_of(&self, id: usize) -> &str {
+        &self.names[id]
     }
 
     /// Looks a command up by name, in any case.
     pub fn lookup(&self, name: &[u8]) -> Option<&CommandSpec> {
-        if name.len() > 32 {
-            return None;
+        let mut lower = [0u8; 32];
+        let lower = lower.get_mut(..name.len())?;
+        for (dst, src) in lower.iter_mut().zip(name) {
+            *dst = src.to_ascii_lowercase();
         }
-        let lower = String::from_utf8_lossy(name).to_ascii_lowercase();
-        self.commands.get(&lower)
+        self.commands.get(&lower[..])
     }
 
     /// Looks a request's command up, descending into a container's subcommand.
@@ -306,7 +336,9 @@ impl CommandTable {
 
     /// Every command, in the order COMMAND lists them.
     pub fn iter(&self) -> impl Iterator<Item = &CommandSpec> {
-        self.order.iter().map(|name| &self.commands[name])
+        self.order
+            .iter()
+            .map(|name| &self.commands[name.as_bytes()])
     }
 
     /// Number of top-level commands.
@@ -400,26 +432,39 @@ fn parse_key_spec(frame: &Frame) -> KeySpec {
     }
 }
 
-fn parse_spec(entry: &Frame, docs: Option<&Frame>) -> CommandSpec {
+fn parse_spec(entry: &Frame, docs: Option<&Frame>, names: &mut Vec<String>) -> CommandSpec {
     let fields = list(entry);
     let name = text(&fields[0]);
+    let id = names.len();
+    names.push(name.clone());
     let sub_docs = docs.and_then(|d| field(d, "subcommands"));
     let subcommands = list(&fields[9])
         .iter()
         .map(|sub| {
             let sub_name = entry_name(sub);
-            parse_spec(sub, sub_docs.and_then(|d| field(d, &sub_name)))
+            parse_spec(sub, sub_docs.and_then(|d| field(d, &sub_name)), names)
         })
         .collect();
+    let key_specs: Vec<KeySpec> = list(&fields[8]).iter().map(parse_key_spec).collect();
+    let single_key = match key_specs.as_slice() {
+        [KeySpec {
+            begin_search: BeginSearch::Index(index),
+            find_keys: FindKeys::Range { last_key: 0, .. },
+            ..
+        }] if name != "sort" => Some(*index),
+        _ => None,
+    };
     CommandSpec {
+        id,
         arity: int(&fields[1]),
         flags: list(&fields[2]).iter().map(text).collect(),
         acl_categories: list(&fields[6]).iter().map(text).collect(),
-        key_specs: list(&fields[8]).iter().map(parse_key_spec).collect(),
+        key_specs,
         subcommands,
         docs: docs.cloned().unwrap_or(Frame::Map(Vec::new())),
         info: entry.clone(),
         name,
+        single_key,
     }
 }
 
@@ -468,6 +513,18 @@ mod tests {
         assert_eq!(keys(&["blpop", "a", "b", "0"]), [1, 2]);
         assert_eq!(keys(&["lmpop", "2", "a", "b", "left"]), [2, 3]);
         assert_eq!(keys(&["ping"]), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn ids_are_dense_and_single_keys_known() {
+        let table = CommandTable::get();
+        let get = table.lookup(b"get").unwrap();
+        assert_eq!(table.name_of(get.id), "get");
+        assert_eq!(get.single_key_index(2), Some(1));
+        assert_eq!(table.lookup(b"mset").unwrap().single_key_index(5), None);
+        let config_get = table.lookup(b"config").unwrap().subcommand(b"get").unwrap();
+        assert_eq!(table.name_of(config_get.id), "config|get");
+        assert!(table.iter().all(|s| s.id < table.spec_count()));
     }
 
     #[test]

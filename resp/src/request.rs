@@ -17,7 +17,7 @@ const BIG_ARG: usize = 32 * 1024;
 const ARGV_PREALLOC: usize = 1024;
 
 /// The limits a client's input is held to.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// `proto-max-bulk-len`: the longest bulk argument (512 MiB by default).
     pub max_bulk_len: usize,

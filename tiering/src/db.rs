@@ -1,6 +1,6 @@
 //! The engine's front door: routes a command to the keyspaces it touches, locks them, runs it.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,7 +13,7 @@ use crate::blob::Blob;
 use crate::blocking::{Blocking, Waiter};
 use crate::cmd::{self, LockScope};
 use crate::exec::{BlockOn, Exec, ExecCtx, Locked};
-use crate::keyspace::{Keyspace, WatchFlag};
+use crate::keyspace::{Keyspace, KeyspaceStats, WatchFlag};
 use crate::slot::{slot_of, Slot, SLOT_COUNT};
 
 /// Settings the engine reads while it runs; CONFIG SET changes them live.
@@ -29,16 +29,6 @@ impl Default for EngineConfig {
             max_bulk_len: AtomicUsize::new(512 * 1024 * 1024),
         }
     }
-}
-
-/// Counters INFO reports.
-#[derive(Debug, Default)]
-pub struct DbStats {
-    pub keyspace_hits: AtomicU64,
-    pub keyspace_misses: AtomicU64,
-    pub expired_keys: AtomicU64,
-    /// Changes since start, as Redis's `dirty` counter.
-    pub dirty: AtomicU64,
 }
 
 /// What running a command produced.
@@ -68,7 +58,6 @@ pub struct Db {
     groups: usize,
     blocking: Blocking,
     config: EngineConfig,
-    stats: DbStats,
 }
 
 impl Db {
@@ -87,7 +76,6 @@ impl Db {
             groups,
             blocking: Blocking::default(),
             config: EngineConfig::default(),
-            stats: DbStats::default(),
         }
     }
 
@@ -110,9 +98,13 @@ impl Db {
         &self.config
     }
 
-    /// The engine's counters.
-    pub fn stats(&self) -> &DbStats {
-        &self.stats
+    /// The engine's counters, summed over every keyspace.
+    pub fn stats(&self) -> KeyspaceStats {
+        let mut total = KeyspaceStats::default();
+        for ks in self.keyspaces.iter() {
+            total += ks.lock().stats;
+        }
+        total
     }
 
     /// The blocked-client queues.
@@ -121,8 +113,8 @@ impl Db {
     }
 
     /// Returns true if the engine runs this command (the server runs the others).
-    pub fn handles(name: &str) -> bool {
-        cmd::lookup(name).is_some()
+    pub fn handles(spec: &CommandSpec) -> bool {
+        cmd::lookup_spec(spec).is_some()
     }
 
     /// Runs one command. `spec` must be the command table's entry for `args`, arity checked.
@@ -133,7 +125,7 @@ impl Db {
         ctx: ExecCtx,
         caller: &Caller,
     ) -> Executed {
-        let Some(def) = cmd::lookup(&spec.name) else {
+        let Some(def) = cmd::lookup_spec(spec) else {
             return Executed {
                 reply: Frame::error(format!("ERR unknown command '{}'", spec.name)),
                 block: None,
@@ -155,7 +147,7 @@ impl Db {
     ) -> Option<Vec<Frame>> {
         let mut groups: SmallVec<[usize; 4]> = SmallVec::new();
         for (spec, args) in commands {
-            let Some(def) = cmd::lookup(&spec.name) else {
+            let Some(def) = cmd::lookup_spec(spec) else {
                 continue;
             };
             groups.extend(self.groups_for(def.locks, spec, args));
@@ -182,7 +174,7 @@ impl Db {
         let mut exec = Exec::new(locked, self, ctx, true);
         let mut replies = Vec::with_capacity(commands.len());
         for (spec, args) in commands {
-            let reply = match cmd::lookup(&spec.name) {
+            let reply = match cmd::lookup_spec(spec) {
                 Some(def) => (def.handler)(&mut exec, args).unwrap_or_else(|e| e.to_frame()),
                 None => Frame::error("ERR command not run by the engine"),
             };
@@ -234,12 +226,10 @@ impl Db {
             for key in ks.expired_keys(now_ms, limit) {
                 ks.remove(&key);
                 ks.touch(&key);
+                ks.stats.expired += 1;
                 removed += 1;
             }
         }
-        self.stats
-            .expired_keys
-            .fetch_add(removed as u64, Ordering::Relaxed);
         removed
     }
 
@@ -251,6 +241,12 @@ impl Db {
     ) -> SmallVec<[usize; 4]> {
         let mut groups: SmallVec<[usize; 4]> = match scope {
             LockScope::All => (0..self.groups).collect(),
+            LockScope::Keys if spec.single_key_index(args.len()).is_some() => {
+                let index = spec
+                    .single_key_index(args.len())
+                    .expect("checked by the guard");
+                return smallvec::smallvec![self.group_of_slot(slot_of(&args[index]))];
+            }
             LockScope::Keys => match spec.key_positions(args) {
                 Ok(keys) => keys
                     .iter()
@@ -277,7 +273,7 @@ impl Db {
 
     fn finish(&self, exec: Exec<'_>, reply: Frame, caller: &Caller) -> Executed {
         let Exec {
-            locked,
+            mut locked,
             signalled,
             block,
             dirty,
@@ -285,16 +281,13 @@ impl Db {
             misses,
             ..
         } = exec;
-        if dirty > 0 {
-            self.stats.dirty.fetch_add(dirty, Ordering::Relaxed);
-        }
-        if hits > 0 {
-            self.stats.keyspace_hits.fetch_add(hits, Ordering::Relaxed);
-        }
-        if misses > 0 {
-            self.stats
-                .keyspace_misses
-                .fetch_add(misses, Ordering::Relaxed);
+        if let Some((_, first)) = locked.guards.first_mut() {
+            first.stats += KeyspaceStats {
+                hits,
+                misses,
+                dirty,
+                expired: 0,
+            };
         }
         // Queue or dequeue the waiter while the keyspaces are still locked, so that no write
         // can slip between the failed attempt and the registration.

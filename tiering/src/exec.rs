@@ -94,6 +94,15 @@ impl<'a> Exec<'a> {
     }
 
     fn index_of(&self, key: &[u8]) -> usize {
+        if self.locked.guards.len() == 1 {
+            // The common single-keyspace case: skip hashing the key to its slot again.
+            debug_assert_eq!(
+                self.locked.guards[0].0,
+                self.db.group_of_slot(slot_of(key)),
+                "a command only touches keys of the keyspaces it locked"
+            );
+            return 0;
+        }
         let group = self.db.group_of_slot(slot_of(key));
         self.locked
             .guards

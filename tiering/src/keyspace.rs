@@ -33,6 +33,27 @@ impl Entry {
     }
 }
 
+/// Counters INFO reports, kept per keyspace under its lock (so counting costs no shared
+/// atomics on the hot path).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyspaceStats {
+    pub hits: u64,
+    pub misses: u64,
+    /// Changes, as Redis's `dirty` counter.
+    pub dirty: u64,
+    /// Keys removed by the expiry cycle.
+    pub expired: u64,
+}
+
+impl std::ops::AddAssign for KeyspaceStats {
+    fn add_assign(&mut self, other: Self) {
+        self.hits += other.hits;
+        self.misses += other.misses;
+        self.dirty += other.dirty;
+        self.expired += other.expired;
+    }
+}
+
 /// Set by the keyspace when a watched key changes; read by EXEC.
 pub type WatchFlag = Arc<AtomicBool>;
 
@@ -54,6 +75,8 @@ pub struct Keyspace {
     volatile: BTreeSet<(u64, Blob)>,
     watched: HashMap<Blob, Vec<WatchFlag>>,
     hasher: Hasher,
+    /// Counters for INFO.
+    pub stats: KeyspaceStats,
 }
 
 impl Keyspace {
@@ -67,6 +90,7 @@ impl Keyspace {
             volatile: BTreeSet::new(),
             watched: HashMap::new(),
             hasher: Hasher::default(),
+            stats: KeyspaceStats::default(),
         }
     }
 

@@ -173,7 +173,7 @@ fn write_section(server: &Server, section: &str, out: &mut String) {
                  rdb_changes_since_last_save:{}\r\nrdb_bgsave_in_progress:0\r\nrdb_last_save_time:{}\r\n\
                  rdb_last_bgsave_status:ok\r\naof_enabled:0\r\naof_rewrite_in_progress:0\r\n\
                  aof_last_write_status:ok\r\n",
-                server.db.stats().dirty.load(Ordering::Relaxed),
+                server.db.stats().dirty,
                 unix_ms() / 1000 - uptime,
             );
         }
@@ -192,9 +192,9 @@ fn write_section(server: &Server, section: &str, out: &mut String) {
                 stats.net_input_bytes.load(Ordering::Relaxed),
                 stats.net_output_bytes.load(Ordering::Relaxed),
                 server.clients.rejected_connections.load(Ordering::Relaxed),
-                db.expired_keys.load(Ordering::Relaxed),
-                db.keyspace_hits.load(Ordering::Relaxed),
-                db.keyspace_misses.load(Ordering::Relaxed),
+                db.expired,
+                db.hits,
+                db.misses,
                 server.pubsub.channels(None).len(),
                 server.pubsub.numpat(),
                 stats.total_errors.load(Ordering::Relaxed),

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use std::sync::LazyLock;
 
 use bytes::Bytes;
+use resp::command_table::CommandSpec;
+use resp::CommandTable;
 
 use crate::error::CommandResult;
 use crate::exec::Exec;
@@ -57,7 +59,7 @@ pub(crate) const fn global(name: &'static str, handler: Handler) -> CommandDef {
     }
 }
 
-static COMMANDS: LazyLock<HashMap<&'static str, &'static CommandDef>> = LazyLock::new(|| {
+static BY_NAME: LazyLock<HashMap<&'static str, &'static CommandDef>> = LazyLock::new(|| {
     [
         bitmap::COMMANDS,
         hashes::COMMANDS,
@@ -76,8 +78,22 @@ static COMMANDS: LazyLock<HashMap<&'static str, &'static CommandDef>> = LazyLock
     .collect()
 });
 
+/// The engine's implementations indexed by `CommandSpec::id`, so that routing a request costs
+/// an array index rather than a name lookup.
+static BY_ID: LazyLock<Vec<Option<&'static CommandDef>>> = LazyLock::new(|| {
+    let table = CommandTable::get();
+    (0..table.spec_count())
+        .map(|id| BY_NAME.get(table.name_of(id)).copied())
+        .collect()
+});
+
 /// The engine's implementation of a command, by lowercase name (`object|encoding` for
 /// subcommands).
 pub fn lookup(name: &str) -> Option<&'static CommandDef> {
-    COMMANDS.get(name).copied()
+    BY_NAME.get(name).copied()
+}
+
+/// The engine's implementation of a command-table entry.
+pub fn lookup_spec(spec: &CommandSpec) -> Option<&'static CommandDef> {
+    BY_ID.get(spec.id).copied().flatten()
 }

@@ -1,0 +1,156 @@
+#!/usr/bin/env python3
+"""AutoCache vs redis-server, side by side on this machine, as ratios.
+
+Starts a release autocache and a redis-server (no persistence) on free ports, runs
+redis-benchmark for each test against both, alternating which goes first, with and without
+pipelining, and prints AutoCache/Redis ratios of throughput (higher is better) and p99 latency
+(lower is better). Then loads the same number of keys into each and prints resident memory per
+key. Both servers run on the same machine as the load generator, so absolute numbers are noisy;
+the ratios are what to compare.
+
+Usage: bench/compare.py [--requests N] [--clients C] [--keys K] [--tests set,get,...]
+                        [--pipelines 1,16] [--rounds R]
+"""
+import argparse
+import csv
+import io
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = "set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,lrange_100,mset"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, proc):
+    for _ in range(400):
+        if proc.poll() is not None:
+            sys.exit("server exited early")
+        try:
+            socket.create_connection(("127.0.0.1", port)).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    sys.exit("server did not start on %d" % port)
+
+
+def rss_bytes(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def build():
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.expanduser("~/.cache/autocache-target"))
+    env = dict(os.environ, CARGO_TARGET_DIR=target)
+    subprocess.run(["cargo", "build", "--release", "--quiet", "-p", "node"], cwd=ROOT, env=env, check=True)
+    return os.path.join(target, "release", "autocache")
+
+
+def start(binary, tmp, threads):
+    servers = {}
+    port = free_port()
+    servers["redis"] = (subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+         "--dir", tmp], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), port)
+    port = free_port()
+    servers["autocache"] = (subprocess.Popen(
+        [binary, "server", "--port", str(port), "--data-dir", os.path.join(tmp, "ac"), "--threads", str(threads)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, RUST_LOG="warn")), port)
+    for proc, port in servers.values():
+        wait_port(port, proc)
+    return servers
+
+
+def bench(port, test, requests, clients, pipeline):
+    out = subprocess.run(
+        ["redis-benchmark", "-p", str(port), "-c", str(clients), "-n", str(requests), "-t", test,
+         "-P", str(pipeline), "--csv", "-r", "100000"],
+        capture_output=True, text=True, check=True).stdout
+    rows = list(csv.reader(io.StringIO(out)))
+    header, data = rows[0], rows[1:]
+    # The last row is the test itself (lrange first fills the list with LPUSH).
+    row = dict(zip(header, data[-1]))
+    return float(row["rps"]), float(row["p99_latency_ms"])
+
+
+def flush(port):
+    subprocess.run(["redis-cli", "-p", str(port), "FLUSHALL"], capture_output=True, check=True)
+
+
+def load_keys(port, keys):
+    payload = io.BytesIO()
+    for i in range(keys):
+        key = b"key:%012d" % i
+        payload.write(b"*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$3\r\nxxx\r\n" % (len(key), key))
+    subprocess.run(["redis-cli", "-p", str(port), "--pipe"], input=payload.getvalue(),
+                   capture_output=True, check=True)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=1_000_000)
+    parser.add_argument("--clients", type=int, default=50)
+    parser.add_argument("--keys", type=int, default=1_000_000)
+    parser.add_argument("--tests", default=TESTS)
+    parser.add_argument("--pipelines", default="1,16")
+    parser.add_argument("--rounds", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=0, help="autocache worker threads (0: one per core)")
+    args = parser.parse_args()
+
+    binary = build()
+    with tempfile.TemporaryDirectory() as tmp:
+        servers = start(binary, tmp, args.threads)
+        try:
+            print("redis-benchmark -c %d -n %d, %d round(s); ratio = autocache / redis"
+                  % (args.clients, args.requests, args.rounds))
+            print("%-12s %3s %12s %12s %8s %9s %9s %8s" % (
+                "test", "-P", "redis rps", "autocache", "ratio", "redis p99", "ac p99", "p99 ratio"))
+            for pipeline in [int(p) for p in args.pipelines.split(",")]:
+                for i, test in enumerate(args.tests.split(",")):
+                    results = {"redis": [], "autocache": []}
+                    for r in range(args.rounds):
+                        order = ["redis", "autocache"] if (i + r) % 2 == 0 else ["autocache", "redis"]
+                        for name in order:
+                            flush(servers[name][1])
+                            results[name].append(bench(servers[name][1], test, args.requests, args.clients, pipeline))
+                    rps = {k: sum(x[0] for x in v) / len(v) for k, v in results.items()}
+                    p99 = {k: sum(x[1] for x in v) / len(v) for k, v in results.items()}
+                    print("%-12s %3d %12.0f %12.0f %7.2fx %8.3fms %8.3fms %7.2fx" % (
+                        test, pipeline, rps["redis"], rps["autocache"], rps["autocache"] / rps["redis"],
+                        p99["redis"], p99["autocache"], p99["autocache"] / max(p99["redis"], 1e-9)))
+                    sys.stdout.flush()
+            print()
+            per_key = {}
+            for name in ["redis", "autocache"]:
+                proc, port = servers[name]
+                flush(port)
+                time.sleep(0.5)
+                before = rss_bytes(proc.pid)
+                load_keys(port, args.keys)
+                time.sleep(0.5)
+                after = rss_bytes(proc.pid)
+                per_key[name] = (after - before) / args.keys
+            print("memory: %d keys (SET key:%%012d xxx): redis %.1f B/key, autocache %.1f B/key, ratio %.2fx"
+                  % (args.keys, per_key["redis"], per_key["autocache"], per_key["autocache"] / per_key["redis"]))
+        finally:
+            for proc, _ in servers.values():
+                proc.terminate()
+                proc.wait()
+
+
+if __name__ == "__main__":
+    main()
