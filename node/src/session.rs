@@ -55,8 +55,6 @@ pub enum ReplyMode {
     Off,
     /// Skip the reply of the next command only.
     Skip,
-    /// Set by SKIP: this command's reply is skipped.
-    Skipping,
 }
 
 /// A transaction being queued.
@@ -161,8 +159,7 @@ impl Session {
         match self.reply_mode {
             ReplyMode::On => self.encode(frame, out),
             ReplyMode::Off => {}
-            ReplyMode::Skip => self.reply_mode = ReplyMode::Skipping,
-            ReplyMode::Skipping => self.reply_mode = ReplyMode::On,
+            ReplyMode::Skip => self.reply_mode = ReplyMode::On,
         }
     }
 

@@ -1,0 +1,216 @@
+//! Behaviour between clients: blocking pops, pub/sub, WATCH, expiry.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{bulk, start_autocache, RawClient};
+use resp::Frame;
+
+fn send(client: &mut RawClient, args: &[&str]) {
+    let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+    client.send_raw(&RawClient::encode(&args));
+}
+
+fn read(client: &mut RawClient) -> Frame {
+    let bytes = client.read_reply_bytes().expect("a reply");
+    resp::value::parse(&bytes).unwrap().unwrap().0
+}
+
+#[test]
+fn blpop_wakes_when_another_client_pushes() {
+    let server = start_autocache();
+    let mut waiter = server.client();
+    send(&mut waiter, &["BLPOP", "queue", "5"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut pusher = server.client();
+    assert_eq!(pusher.cmd(&["RPUSH", "queue", "job"]), Frame::Integer(1));
+    assert_eq!(
+        read(&mut waiter),
+        Frame::Array(vec![bulk("queue"), bulk("job")])
+    );
+    assert_eq!(pusher.cmd(&["EXISTS", "queue"]), Frame::Integer(0));
+}
+
+#[test]
+fn blocked_clients_are_served_in_arrival_order() {
+    let server = start_autocache();
+    let mut first = server.client();
+    let mut second = server.client();
+    send(&mut first, &["BRPOP", "q", "5"]);
+    std::thread::sleep(Duration::from_millis(100));
+    send(&mut second, &["BRPOP", "q", "5"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut pusher = server.client();
+    pusher.cmd(&["LPUSH", "q", "a", "b"]);
+    // RPOP order: the first blocked client gets "a", the tail.
+    assert_eq!(read(&mut first), Frame::Array(vec![bulk("q"), bulk("a")]));
+    assert_eq!(read(&mut second), Frame::Array(vec![bulk("q"), bulk("b")]));
+}
+
+#[test]
+fn blocking_timeout_returns_null() {
+    let server = start_autocache();
+    let mut client = server.client();
+    let started = Instant::now();
+    assert_eq!(client.cmd(&["BLPOP", "nothing", "0.2"]), Frame::NullArray);
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(190) && waited < Duration::from_secs(2),
+        "{waited:?}"
+    );
+    assert_eq!(client.cmd(&["PING"]), Frame::simple("PONG"));
+}
+
+#[test]
+fn blmove_and_bzpopmin_wake_up() {
+    let server = start_autocache();
+    let mut mover = server.client();
+    send(&mut mover, &["BLMOVE", "src", "dst", "LEFT", "RIGHT", "5"]);
+    let mut popper = server.client();
+    send(&mut popper, &["BZPOPMIN", "z", "5"]);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut writer = server.client();
+    writer.cmd(&["RPUSH", "src", "x"]);
+    writer.cmd(&["ZADD", "z", "1.5", "m"]);
+    assert_eq!(read(&mut mover), bulk("x"));
+    assert_eq!(
+        writer.cmd(&["LRANGE", "dst", "0", "-1"]),
+        Frame::Array(vec![bulk("x")])
+    );
+    assert_eq!(
+        read(&mut popper),
+        Frame::Array(vec![bulk("z"), bulk("m"), bulk("1.5")])
+    );
+}
+
+#[test]
+fn a_disconnected_waiter_does_not_swallow_data() {
+    let server = start_autocache();
+    let mut gone = server.client();
+    send(&mut gone, &["BLPOP", "q", "0"]);
+    std::thread::sleep(Duration::from_millis(100));
+    drop(gone);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut waiter = server.client();
+    send(&mut waiter, &["BLPOP", "q", "5"]);
+    std::thread::sleep(Duration::from_millis(100));
+    server.client().cmd(&["RPUSH", "q", "v"]);
+    assert_eq!(read(&mut waiter), Frame::Array(vec![bulk("q"), bulk("v")]));
+}
+
+#[test]
+fn pubsub_in_resp2_and_resp3() {
+    let server = start_autocache();
+    let mut sub2 = server.client();
+    assert_eq!(
+        sub2.cmd(&["SUBSCRIBE", "news"]),
+        Frame::Array(vec![bulk("subscribe"), bulk("news"), Frame::Integer(1)])
+    );
+    assert_eq!(
+        sub2.cmd(&["GET", "x"]),
+        Frame::error("ERR Can't execute 'get': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context")
+    );
+    assert_eq!(
+        sub2.cmd(&["PING"]),
+        Frame::Array(vec![bulk("pong"), bulk("")])
+    );
+    let mut sub3 = server.client();
+    sub3.cmd(&["HELLO", "3"]);
+    assert_eq!(
+        sub3.cmd(&["PSUBSCRIBE", "n*"]),
+        Frame::Push(vec![bulk("psubscribe"), bulk("n*"), Frame::Integer(1)])
+    );
+    // RESP3 clients may run other commands while subscribed.
+    assert_eq!(sub3.cmd(&["SET", "x", "1"]), Frame::ok());
+    let mut publisher = server.client();
+    assert_eq!(
+        publisher.cmd(&["PUBLISH", "news", "hello"]),
+        Frame::Integer(2)
+    );
+    assert_eq!(
+        read(&mut sub2),
+        Frame::Array(vec![bulk("message"), bulk("news"), bulk("hello")])
+    );
+    assert_eq!(
+        read(&mut sub3),
+        Frame::Push(vec![
+            bulk("pmessage"),
+            bulk("n*"),
+            bulk("news"),
+            bulk("hello")
+        ])
+    );
+    assert_eq!(
+        publisher.cmd(&["PUBSUB", "NUMSUB", "news", "other"]),
+        Frame::Array(vec![
+            bulk("news"),
+            Frame::Integer(1),
+            bulk("other"),
+            Frame::Integer(0)
+        ])
+    );
+    assert_eq!(publisher.cmd(&["PUBSUB", "NUMPAT"]), Frame::Integer(1));
+    assert_eq!(
+        sub2.cmd(&["UNSUBSCRIBE"]),
+        Frame::Array(vec![bulk("unsubscribe"), bulk("news"), Frame::Integer(0)])
+    );
+    assert_eq!(sub2.cmd(&["GET", "x"]), bulk("1"));
+}
+
+#[test]
+fn watch_fails_exec_after_another_clients_write() {
+    let server = start_autocache();
+    let mut a = server.client();
+    let mut b = server.client();
+    a.cmd(&["SET", "balance", "10"]);
+    assert_eq!(a.cmd(&["WATCH", "balance"]), Frame::ok());
+    b.cmd(&["INCRBY", "balance", "5"]);
+    a.cmd(&["MULTI"]);
+    assert_eq!(a.cmd(&["DECRBY", "balance", "10"]), Frame::simple("QUEUED"));
+    assert_eq!(a.cmd(&["EXEC"]), Frame::NullArray);
+    assert_eq!(a.cmd(&["GET", "balance"]), bulk("15"));
+    // Without interference the transaction commits.
+    a.cmd(&["WATCH", "balance"]);
+    a.cmd(&["MULTI"]);
+    a.cmd(&["DECRBY", "balance", "10"]);
+    assert_eq!(a.cmd(&["EXEC"]), Frame::Array(vec![Frame::Integer(5)]));
+}
+
+#[test]
+fn keys_expire_actively_and_lazily() {
+    let server = start_autocache();
+    let mut client = server.client();
+    for i in 0..500 {
+        client.cmd(&["SET", &format!("k{i}"), "v", "PX", "50"]);
+    }
+    client.cmd(&["SET", "lazy", "v", "PX", "50"]);
+    std::thread::sleep(Duration::from_millis(80));
+    assert_eq!(client.cmd(&["GET", "lazy"]), Frame::Null);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if client.cmd(&["DBSIZE"]) == Frame::Integer(0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the expiry cycle removes expired keys"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn client_reply_off_and_skip() {
+    let server = start_autocache();
+    let mut client = server.client();
+    send(&mut client, &["CLIENT", "REPLY", "OFF"]);
+    send(&mut client, &["SET", "a", "1"]);
+    send(&mut client, &["CLIENT", "REPLY", "SKIP"]);
+    send(&mut client, &["CLIENT", "REPLY", "ON"]);
+    assert_eq!(read(&mut client), Frame::ok());
+    send(&mut client, &["CLIENT", "REPLY", "SKIP"]);
+    send(&mut client, &["GET", "a"]);
+    send(&mut client, &["GET", "a"]);
+    assert_eq!(read(&mut client), bulk("1"));
+}
