@@ -107,11 +107,19 @@ fn main() -> anyhow::Result<()> {
                 0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
                 n => n,
             };
-            let runtime = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(threads)
-                .enable_all()
-                .build()
-                .context("start the async runtime")?;
+            // One worker needs no work stealing: a current-thread runtime wakes tasks without
+            // cross-thread synchronisation.
+            let runtime = if threads == 1 {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+            } else {
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(threads)
+                    .enable_all()
+                    .build()
+            }
+            .context("start the async runtime")?;
             runtime.block_on(run_server(config))
         }
     }

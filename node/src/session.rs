@@ -251,11 +251,11 @@ impl Session {
     /// Runs a command that passed every check, recording its statistics.
     fn call(&mut self, spec: &'static CommandSpec, args: Vec<Bytes>) -> Outcome {
         let outcome = if Db::handles(spec) {
+            let ctx = self.exec_ctx();
             let caller = Caller {
                 in_multi: false,
-                waiter: Some(self.waiter.clone()),
+                waiter: Some(&self.waiter),
             };
-            let ctx = self.exec_ctx();
             let executed = self.server.db.execute(spec, &args, ctx, &caller);
             match executed.block {
                 Some(on) => Outcome::Block(Blocked {
@@ -300,12 +300,12 @@ impl Session {
 
     /// Retries a blocked command after a wake-up; None if it must keep waiting.
     pub fn retry_blocked(&mut self, blocked: &Blocked) -> Option<Frame> {
-        let caller = Caller {
-            in_multi: false,
-            waiter: Some(self.waiter.clone()),
-        };
         self.begin_batch();
         let ctx = self.exec_ctx();
+        let caller = Caller {
+            in_multi: false,
+            waiter: Some(&self.waiter),
+        };
         let executed = self
             .server
             .db

@@ -40,12 +40,12 @@ pub struct Executed {
 }
 
 /// How a command is run on behalf of a client.
-#[derive(Clone, Default)]
-pub struct Caller {
+#[derive(Clone, Copy, Default)]
+pub struct Caller<'a> {
     /// Inside MULTI/EXEC: blocking commands do not block.
     pub in_multi: bool,
-    /// The client's waiter when it is (re)running a blocking command.
-    pub waiter: Option<Arc<Waiter>>,
+    /// The client's waiter, queued on the keys if the command blocks.
+    pub waiter: Option<&'a Arc<Waiter>>,
 }
 
 /// The whole keyspace of a node: one [`Keyspace`] per slot group, each behind its own lock.
@@ -123,7 +123,7 @@ impl Db {
         spec: &CommandSpec,
         args: &[Bytes],
         ctx: ExecCtx,
-        caller: &Caller,
+        caller: &Caller<'_>,
     ) -> Executed {
         let Some(def) = cmd::lookup_spec(spec) else {
             return Executed {
@@ -271,7 +271,7 @@ impl Db {
         }
     }
 
-    fn finish(&self, exec: Exec<'_>, reply: Frame, caller: &Caller) -> Executed {
+    fn finish(&self, exec: Exec<'_>, reply: Frame, caller: &Caller<'_>) -> Executed {
         let Exec {
             mut locked,
             signalled,
