@@ -312,3 +312,111 @@ fn taken_port_and_bad_config_are_clear_errors() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("port"));
 }
+
+#[test]
+fn every_listed_command_is_implemented() {
+    let server = start_autocache();
+    let mut admin = server.client();
+    let Frame::Array(names) = admin.cmd(&["COMMAND", "LIST"]) else {
+        panic!("COMMAND LIST is an array");
+    };
+    let Frame::Integer(count) = admin.cmd(&["COMMAND", "COUNT"]) else {
+        panic!("COMMAND COUNT is an integer");
+    };
+    let names: Vec<String> = names
+        .into_iter()
+        .map(|n| match n {
+            Frame::Bulk(b) => String::from_utf8_lossy(&b).into_owned(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(names.len() as i64 > count, "subcommands are listed too");
+    let mut checked = 0;
+    for name in &names {
+        if name == "shutdown" {
+            continue;
+        }
+        let Frame::Array(info) = admin.cmd(&["COMMAND", "INFO", name]) else {
+            panic!("COMMAND INFO {name}");
+        };
+        let Frame::Array(fields) = &info[0] else {
+            panic!("COMMAND INFO {name} entry");
+        };
+        let Frame::Integer(arity) = fields[1] else {
+            panic!("arity of {name}");
+        };
+        // Enough dummy arguments to pass the arity check; "0.01" keeps blocking commands short.
+        let mut args: Vec<String> = name.split('|').map(str::to_string).collect();
+        while (args.len() as i64) < arity.abs() {
+            args.push("0.01".to_string());
+        }
+        let words: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut client = server.client();
+        let reply = client.cmd(&words);
+        let container = name.split('|').next().unwrap();
+        assert_ne!(
+            reply,
+            Frame::error(format!("ERR unknown command '{name}'")),
+            "{name}"
+        );
+        assert!(
+            !matches!(&reply, Frame::Error(e) if e.starts_with(&format!("ERR unknown command '{container}'"))),
+            "{name}: {reply:?}"
+        );
+        checked += 1;
+    }
+    assert!(checked > 200, "checked {checked} commands");
+}
+
+#[test]
+fn info_has_every_section_in_redis_format() {
+    let server = start_autocache();
+    let mut client = server.client();
+    client.cmd(&["SET", "a", "1"]);
+    client.cmd(&["NOSUCH"]);
+    let Frame::Bulk(text) = client.cmd(&["INFO", "everything"]) else {
+        panic!("INFO is text in RESP2");
+    };
+    let text = String::from_utf8(text.to_vec()).unwrap();
+    for section in [
+        "Server",
+        "Clients",
+        "Memory",
+        "Persistence",
+        "Stats",
+        "Replication",
+        "CPU",
+        "Errorstats",
+        "Cluster",
+        "Keyspace",
+        "Commandstats",
+    ] {
+        assert!(
+            text.contains(&format!("# {section}\r\n")),
+            "section {section} missing"
+        );
+    }
+    for field in [
+        "redis_version:7.",
+        "connected_clients:",
+        "used_memory:",
+        "db0:keys=1,expires=0",
+        "cmdstat_set:calls=1,",
+        "errorstat_ERR:count=",
+    ] {
+        assert!(text.contains(field), "{field} missing from INFO");
+    }
+    for line in text
+        .split("\r\n")
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        assert!(line.contains(':'), "not a field line: {line:?}");
+    }
+    let Frame::Bulk(one) = client.cmd(&["INFO", "keyspace"]) else {
+        panic!("INFO keyspace is text");
+    };
+    assert_eq!(
+        &one[..],
+        b"# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n"
+    );
+}

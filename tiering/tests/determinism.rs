@@ -9,8 +9,13 @@ use resp::{CommandTable, Frame};
 use tiering::{Caller, Db, ExecCtx};
 
 fn run(db: &Db, words: &[String], ctx: ExecCtx) -> Frame {
-    let args: Vec<Bytes> = words.iter().map(|w| Bytes::copy_from_slice(w.as_bytes())).collect();
-    let spec = CommandTable::get().lookup_request(&args).expect("known command");
+    let args: Vec<Bytes> = words
+        .iter()
+        .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+        .collect();
+    let spec = CommandTable::get()
+        .lookup_request(&args)
+        .expect("known command");
     assert!(spec.arity_ok(args.len()), "{words:?}");
     db.execute(spec, &args, ctx, &Caller::default()).reply
 }
@@ -61,7 +66,13 @@ fn dump(db: &Db, ctx: ExecCtx) -> Vec<(String, Frame)> {
                 Frame::Simple(ref t) if t == "set" => vec!["SMEMBERS".into(), key.clone()],
                 Frame::Simple(ref t) if t == "hash" => vec!["HGETALL".into(), key.clone()],
                 Frame::Simple(ref t) if t == "zset" => {
-                    vec!["ZRANGE".into(), key.clone(), "0".into(), "-1".into(), "WITHSCORES".into()]
+                    vec![
+                        "ZRANGE".into(),
+                        key.clone(),
+                        "0".into(),
+                        "-1".into(),
+                        "WITHSCORES".into(),
+                    ]
                 }
                 Frame::Simple(ref t) if t == "list" => {
                     vec!["LRANGE".into(), key.clone(), "0".into(), "-1".into()]
@@ -84,11 +95,21 @@ fn same_commands_same_contexts_same_state() {
         let mut now = 1_700_000_000_000u64;
         for _ in 0..400 {
             now += rng.random_range(0..700);
-            let ctx = ExecCtx { now_ms: now, seed: rng.random() };
+            let ctx = ExecCtx {
+                now_ms: now,
+                seed: rng.random(),
+            };
             let words = random_command(&mut rng);
-            assert_eq!(run(&a, &words, ctx), run(&b, &words, ctx), "seed {seed}: {words:?}");
+            assert_eq!(
+                run(&a, &words, ctx),
+                run(&b, &words, ctx),
+                "seed {seed}: {words:?}"
+            );
         }
-        let ctx = ExecCtx { now_ms: now, seed: 0 };
+        let ctx = ExecCtx {
+            now_ms: now,
+            seed: 0,
+        };
         assert_eq!(dump(&a, ctx), dump(&b, ctx), "seed {seed}");
     }
 }
@@ -96,11 +117,30 @@ fn same_commands_same_contexts_same_state() {
 #[test]
 fn reads_leave_expired_keys_in_place() {
     let db = Db::new(4);
-    let t0 = ExecCtx { now_ms: 1_000, seed: 1 };
-    let later = ExecCtx { now_ms: 5_000, seed: 2 };
-    run(&db, &["SET".into(), "k".into(), "v".into(), "PX".into(), "100".into()], t0);
+    let t0 = ExecCtx {
+        now_ms: 1_000,
+        seed: 1,
+    };
+    let later = ExecCtx {
+        now_ms: 5_000,
+        seed: 2,
+    };
+    run(
+        &db,
+        &[
+            "SET".into(),
+            "k".into(),
+            "v".into(),
+            "PX".into(),
+            "100".into(),
+        ],
+        t0,
+    );
     assert_eq!(run(&db, &["GET".into(), "k".into()], later), Frame::Null);
-    assert_eq!(run(&db, &["EXISTS".into(), "k".into()], later), Frame::Integer(0));
+    assert_eq!(
+        run(&db, &["EXISTS".into(), "k".into()], later),
+        Frame::Integer(0)
+    );
     // Still stored: only a write (or the expiry cycle) removes it.
     assert_eq!(db.key_counts().0, 1);
     run(&db, &["DEL".into(), "k".into()], later);
@@ -110,9 +150,22 @@ fn reads_leave_expired_keys_in_place() {
 #[test]
 fn relative_ttls_resolve_against_the_callers_clock() {
     let (a, b) = (Db::new(1), Db::new(1));
-    let ctx = ExecCtx { now_ms: 10_000, seed: 0 };
+    let ctx = ExecCtx {
+        now_ms: 10_000,
+        seed: 0,
+    };
     for db in [&a, &b] {
-        run(db, &["SET".into(), "k".into(), "v".into(), "EX".into(), "10".into()], ctx);
+        run(
+            db,
+            &[
+                "SET".into(),
+                "k".into(),
+                "v".into(),
+                "EX".into(),
+                "10".into(),
+            ],
+            ctx,
+        );
     }
     // Applied at different wall-clock times, the deadline is the same.
     let expected = Frame::Integer(20_000);
