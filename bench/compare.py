@@ -25,6 +25,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = "set,get,incr,lpush,rpush,lpop,rpop,sadd,hset,spop,zadd,lrange_100,mset"
 
 
+def median(values):
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def free_port():
     s = socket.socket()
     s.bind(("127.0.0.1", 0))
@@ -108,14 +114,14 @@ def main():
     parser.add_argument("--tests", default=TESTS)
     parser.add_argument("--pipelines", default="1,16")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--threads", type=int, default=0, help="autocache worker threads (0: one per core)")
+    parser.add_argument("--threads", type=int, default=0, help="autocache worker threads (0: its default)")
     args = parser.parse_args()
 
     binary = build()
     with tempfile.TemporaryDirectory() as tmp:
         servers = start(binary, tmp, args.threads)
         try:
-            print("redis-benchmark -c %d -n %d, %d round(s); ratio = autocache / redis"
+            print("redis-benchmark -c %d -n %d, %d round(s); ratio = median over rounds of autocache / redis"
                   % (args.clients, args.requests, args.rounds))
             print("%-12s %3s %12s %12s %8s %9s %9s %8s" % (
                 "test", "-P", "redis rps", "autocache", "ratio", "redis p99", "ac p99", "p99 ratio"))
@@ -127,11 +133,15 @@ def main():
                         for name in order:
                             flush(servers[name][1])
                             results[name].append(bench(servers[name][1], test, args.requests, args.clients, pipeline))
-                    rps = {k: sum(x[0] for x in v) / len(v) for k, v in results.items()}
-                    p99 = {k: sum(x[1] for x in v) / len(v) for k, v in results.items()}
+                    # Paired ratios per round, then the median: the machine is shared and noisy,
+                    # and a pair of back-to-back runs sees the same noise.
+                    rps = {k: median([x[0] for x in v]) for k, v in results.items()}
+                    p99 = {k: median([x[1] for x in v]) for k, v in results.items()}
+                    rps_ratio = median([a[0] / r[0] for a, r in zip(results["autocache"], results["redis"])])
+                    p99_ratio = median([a[1] / max(r[1], 1e-9) for a, r in zip(results["autocache"], results["redis"])])
                     print("%-12s %3d %12.0f %12.0f %7.2fx %8.3fms %8.3fms %7.2fx" % (
-                        test, pipeline, rps["redis"], rps["autocache"], rps["autocache"] / rps["redis"],
-                        p99["redis"], p99["autocache"], p99["autocache"] / max(p99["redis"], 1e-9)))
+                        test, pipeline, rps["redis"], rps["autocache"], rps_ratio,
+                        p99["redis"], p99["autocache"], p99_ratio))
                     sys.stdout.flush()
             print()
             per_key = {}

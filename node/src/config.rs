@@ -35,7 +35,7 @@ pub struct Config {
     pub hz: u32,
     /// Number of slot groups the keyspace is split into.
     pub groups: usize,
-    /// Worker threads serving clients (0: one per core).
+    /// Worker threads serving clients (0: one per core minus one, at least one).
     pub threads: usize,
 }
 

@@ -110,23 +110,26 @@ impl Connection {
     async fn process_input(&mut self, session: &mut Session) -> std::io::Result<Result<(), Stop>> {
         loop {
             let limits = session.limits();
-            let args = match self
-                .decoder
-                .decode(&mut self.input, &limits, session.authenticated)
-            {
-                Ok(Some(args)) => args,
-                Ok(None) => return Ok(Ok(())),
-                Err(error) => {
-                    session.server.stats.record_error(&error.reply_text());
-                    session.encode(&Frame::error(error.reply_text()), &mut self.output);
-                    tracing::debug!(client = session.info.id, %error, "protocol error");
-                    return Ok(Err(Stop::Closed));
-                }
-            };
+            let mut args =
+                match self
+                    .decoder
+                    .decode(&mut self.input, &limits, session.authenticated)
+                {
+                    Ok(Some(args)) => args,
+                    Ok(None) => return Ok(Ok(())),
+                    Err(error) => {
+                        session.server.stats.record_error(&error.reply_text());
+                        session.encode(&Frame::error(error.reply_text()), &mut self.output);
+                        tracing::debug!(client = session.info.id, %error, "protocol error");
+                        return Ok(Err(Stop::Closed));
+                    }
+                };
             if args.is_empty() {
                 continue;
             }
-            match session.handle(args) {
+            let outcome = session.handle(&mut args);
+            self.decoder.recycle(args);
+            match outcome {
                 Outcome::Reply(frame) => session.reply(&frame, &mut self.output),
                 Outcome::Many(frames) => {
                     for frame in &frames {

@@ -57,7 +57,7 @@ struct ServerArgs {
     /// Most clients connected at once.
     #[arg(long)]
     maxclients: Option<usize>,
-    /// Worker threads serving clients (0: one per core).
+    /// Worker threads serving clients (0: one per core minus one, at least one).
     #[arg(long)]
     threads: Option<usize>,
 }
@@ -104,7 +104,9 @@ fn main() -> anyhow::Result<()> {
         Command::Server(args) => {
             let config = args.into_config()?;
             let threads = match config.threads {
-                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                // Leave a core to the kernel's network processing, which a cache keeps busy.
+                0 => std::thread::available_parallelism()
+                    .map_or(1, |n| n.get().saturating_sub(1).max(1)),
                 n => n,
             };
             // One worker needs no work stealing: a current-thread runtime wakes tasks without

@@ -4,7 +4,6 @@
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use rand::rngs::SmallRng;
@@ -82,8 +81,9 @@ pub struct Session {
     pub waiter: Arc<Waiter>,
     /// Wall clock of the current batch of requests, in Unix milliseconds.
     now_ms: u64,
-    /// When the previous command of this batch ended (the next one's start).
-    clock: Instant,
+    /// When the previous command of this batch ended (the next one's start). A TSC clock:
+    /// every command reads it.
+    clock: quanta::Instant,
     /// Settings read once per batch rather than once per command.
     limits: Limits,
     slowlog_slower_than: i64,
@@ -113,7 +113,7 @@ impl Session {
             reply_mode: ReplyMode::On,
             waiter: Waiter::new(),
             now_ms: unix_ms(),
-            clock: Instant::now(),
+            clock: quanta::Instant::now(),
             limits: Limits::default(),
             slowlog_slower_than: 10000,
             slowlog_max_len: 128,
@@ -135,7 +135,7 @@ impl Session {
             self.slowlog_max_len = config.slowlog_max_len;
         }
         self.now_ms = unix_ms();
-        self.clock = Instant::now();
+        self.clock = quanta::Instant::now();
         self.info.touch();
     }
 
@@ -191,11 +191,13 @@ impl Session {
     }
 
     /// Runs one request.
-    pub fn handle(&mut self, args: Vec<Bytes>) -> Outcome {
+    /// `args` is taken only when the session must keep it (a queued or blocked command), so
+    /// the caller can reuse the vector otherwise.
+    pub fn handle(&mut self, args: &mut Vec<Bytes>) -> Outcome {
         self.info.touch();
         let table = CommandTable::get();
         let Some(container) = table.lookup(&args[0]) else {
-            return self.reject(None, unknown_command(&args));
+            return self.reject(None, unknown_command(args));
         };
         let spec: &'static CommandSpec = if container.subcommands.is_empty() || args.len() < 2 {
             container
@@ -225,7 +227,8 @@ impl Session {
         if !self.authenticated && !spec.has_flag("no_auth") {
             return self.reject(Some(spec), "NOAUTH Authentication required.".into());
         }
-        if self.proto == Proto::Resp2 && self.info.is_pubsub() && !allowed_in_pubsub(&spec.name) {
+        let subscribed = !self.channels.is_empty() || !self.patterns.is_empty();
+        if self.proto == Proto::Resp2 && subscribed && !allowed_in_pubsub(&spec.name) {
             let text = format!(
                 "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
                 spec.name
@@ -238,7 +241,7 @@ impl Session {
                 spec.name.as_str(),
                 "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
             ) {
-                multi.queued.push((spec, args));
+                multi.queued.push((spec, std::mem::take(args)));
                 self.info
                     .multi
                     .store(multi.queued.len() as i64, Ordering::Relaxed);
@@ -249,33 +252,36 @@ impl Session {
     }
 
     /// Runs a command that passed every check, recording its statistics.
-    fn call(&mut self, spec: &'static CommandSpec, args: Vec<Bytes>) -> Outcome {
+    fn call(&mut self, spec: &'static CommandSpec, args: &mut Vec<Bytes>) -> Outcome {
         let outcome = if Db::handles(spec) {
             let ctx = self.exec_ctx();
             let caller = Caller {
                 in_multi: false,
                 waiter: Some(&self.waiter),
             };
-            let executed = self.server.db.execute(spec, &args, ctx, &caller);
+            let executed = self.server.db.execute(spec, args, ctx, &caller);
             match executed.block {
-                Some(on) => Outcome::Block(Blocked {
-                    spec,
-                    args: args.clone(),
-                    on,
-                }),
+                // Recorded when it finally runs.
+                Some(on) => {
+                    return Outcome::Block(Blocked {
+                        spec,
+                        args: std::mem::take(args),
+                        on,
+                    })
+                }
                 None => Outcome::Reply(executed.reply),
             }
         } else {
-            cmd::run(self, spec, &args)
+            cmd::run(self, spec, args)
         };
-        self.record(spec, &args, &outcome);
+        self.record(spec, args, &outcome);
         outcome
     }
 
     /// Records a command that ran: its time since the previous command ended (or the batch
     /// began), commandstats, errorstats, and the slow log.
     fn record(&mut self, spec: &CommandSpec, args: &[Bytes], outcome: &Outcome) {
-        let now = Instant::now();
+        let now = quanta::Instant::now();
         let micros = now.duration_since(self.clock).as_micros() as u64;
         self.clock = now;
         let error = match outcome {
@@ -382,7 +388,7 @@ impl Session {
                     _ => unreachable!("constructed as a reply"),
                 }
             } else {
-                match self.call(spec, args.clone()) {
+                match self.call(spec, &mut args.clone()) {
                     Outcome::Reply(frame) | Outcome::Close(Some(frame)) => frame,
                     Outcome::Many(frames) => Frame::Array(frames),
                     Outcome::Silent | Outcome::Close(None) => Frame::ok(),

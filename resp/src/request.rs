@@ -43,6 +43,8 @@ pub struct RequestDecoder {
     /// Length of the bulk argument whose header was read, if any.
     bulk_len: Option<usize>,
     args: Vec<Bytes>,
+    /// A returned argument vector, reused for the next request to save an allocation.
+    spare: Vec<Bytes>,
     /// Bytes held in `args`, counted against the query buffer limit.
     args_bytes: usize,
 }
@@ -51,6 +53,15 @@ impl RequestDecoder {
     /// Creates a decoder with no request in progress.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Gives back a request's argument vector once it is no longer needed, so the next request
+    /// reuses its allocation. Large vectors are dropped, not kept.
+    pub fn recycle(&mut self, mut args: Vec<Bytes>) {
+        if args.capacity() <= ARGV_PREALLOC && args.capacity() > self.spare.capacity() {
+            args.clear();
+            self.spare = args;
+        }
     }
 
     /// Bytes of input held by a request in progress (besides the connection's buffer).
@@ -96,7 +107,8 @@ impl RequestDecoder {
                 return Ok(Some(Vec::new()));
             }
             self.remaining = count as usize;
-            self.args = Vec::with_capacity(self.remaining.min(ARGV_PREALLOC));
+            self.args = std::mem::take(&mut self.spare);
+            self.args.reserve(self.remaining.min(ARGV_PREALLOC));
             self.args_bytes = 0;
         }
 

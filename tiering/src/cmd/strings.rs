@@ -159,9 +159,11 @@ fn set_generic(
     } else {
         None
     };
-    let found = exec.value_mut(key).is_some();
-    if (opts.nx && found) || (opts.xx && !found) {
-        return Ok(old.unwrap_or(abort));
+    if opts.nx || opts.xx {
+        let found = exec.value_mut(key).is_some();
+        if (opts.nx && found) || (opts.xx && !found) {
+            return Ok(old.unwrap_or(abort));
+        }
     }
     let expire_at = match deadline {
         Some(at) => at,
