@@ -20,6 +20,8 @@ pub mod blocking;
 pub mod cmd;
 /// The engine: routing, locking and running commands.
 pub mod db;
+/// The deterministic (absolute-deadline) form of writes.
+pub mod effect;
 /// Command errors with Redis's texts.
 pub mod error;
 /// A command's access to the locked keyspaces.

@@ -172,3 +172,54 @@ fn relative_ttls_resolve_against_the_callers_clock() {
     assert_eq!(run(&a, &["PEXPIRETIME".into(), "k".into()], ctx), expected);
     assert_eq!(run(&b, &["PEXPIRETIME".into(), "k".into()], ctx), expected);
 }
+
+#[test]
+fn absolute_forms_apply_identically_later() {
+    let (original, replayed) = (Db::new(4), Db::new(4));
+    let proposed = ExecCtx {
+        now_ms: 50_000,
+        seed: 9,
+    };
+    let applied_late = ExecCtx {
+        now_ms: 50_750,
+        seed: 9,
+    };
+    let commands: Vec<Vec<String>> = [
+        "SET a v EX 100",
+        "SETEX b 30 v",
+        "PSETEX c 4000 v",
+        "SET d v",
+        "EXPIRE d 20 NX",
+        "PEXPIRE d 900 LT",
+        "GETEX a PX 1500",
+    ]
+    .iter()
+    .map(|line| line.split(' ').map(str::to_string).collect())
+    .collect();
+    for words in &commands {
+        let args: Vec<Bytes> = words
+            .iter()
+            .map(|w| Bytes::copy_from_slice(w.as_bytes()))
+            .collect();
+        let spec = CommandTable::get().lookup_request(&args).unwrap();
+        let expected = original
+            .execute(spec, &args, proposed, &Caller::default())
+            .reply;
+        // What a log would store, applied later on another replica.
+        let stored =
+            tiering::effect::absolute_deadlines(spec, &args, proposed.now_ms).unwrap_or(args);
+        let stored_spec = CommandTable::get().lookup_request(&stored).unwrap();
+        let got = replayed
+            .execute(stored_spec, &stored, applied_late, &Caller::default())
+            .reply;
+        assert_eq!(got, expected, "{words:?}");
+    }
+    for key in ["a", "b", "c", "d"] {
+        let query = ["PEXPIRETIME".to_string(), key.to_string()];
+        assert_eq!(
+            run(&original, &query, proposed),
+            run(&replayed, &query, proposed),
+            "{key}"
+        );
+    }
+}
