@@ -13,7 +13,7 @@ use crate::db::Db;
 use crate::error::CommandError;
 use crate::keyspace::{Entry, Keyspace};
 use crate::slot::slot_of;
-use crate::value::{HashValue, ListValue, SetValue, Value};
+use crate::value::{HashValue, ListValue, SetValue, StrKind, Value};
 use crate::zset::SortedSet;
 
 /// The clock and randomness a command executes with.
@@ -259,7 +259,39 @@ macro_rules! typed_access {
     };
 }
 
-typed_access!(string, string_mut, Str, Blob);
+impl Exec<'_> {
+    /// The string at `key`; WRONGTYPE for another type.
+    pub fn string(&mut self, key: &[u8]) -> Result<Option<&Blob>, CommandError> {
+        match self.lookup(key).map(|e| &e.value) {
+            None => Ok(None),
+            Some(Value::Str(v, _)) => Ok(Some(v)),
+            Some(_) => Err(CommandError::WrongType),
+        }
+    }
+
+    /// The string at `key` for an in-place change (APPEND, SETRANGE, SETBIT...), which makes
+    /// it a `raw` string as in Redis; WRONGTYPE for another type.
+    pub fn string_mut(&mut self, key: &[u8]) -> Result<Option<&mut Blob>, CommandError> {
+        match self.value_mut(key) {
+            None => Ok(None),
+            Some(Value::Str(v, kind)) => {
+                *kind = StrKind::Raw;
+                Ok(Some(v))
+            }
+            Some(_) => Err(CommandError::WrongType),
+        }
+    }
+
+    /// Returns WRONGTYPE if `key` holds something other than a string (a write's type check
+    /// that changes nothing).
+    pub fn check_string(&mut self, key: &[u8]) -> Result<bool, CommandError> {
+        match self.value_mut(key) {
+            None => Ok(false),
+            Some(Value::Str(..)) => Ok(true),
+            Some(_) => Err(CommandError::WrongType),
+        }
+    }
+}
 typed_access!(list, list_mut, List, ListValue);
 typed_access!(hash, hash_mut, Hash, HashValue);
 typed_access!(set, set_mut, Set, SetValue);

@@ -337,7 +337,7 @@ mod tests {
     use crate::slot::SLOT_COUNT;
 
     fn string(v: &str) -> Value {
-        Value::Str(Blob::new(v.as_bytes()))
+        Value::string(v.as_bytes())
     }
 
     #[test]

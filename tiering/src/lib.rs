@@ -30,6 +30,8 @@ pub mod exec;
 pub mod glob;
 /// One slot group's keys.
 pub mod keyspace;
+/// x87 long-double arithmetic for INCRBYFLOAT.
+pub mod long_double;
 /// Hash slots.
 pub mod slot;
 /// Stored values.

@@ -19,12 +19,23 @@ pub type SetValue = IndexSet<Blob, Hasher>;
 /// A list.
 pub type ListValue = VecDeque<Blob>;
 
+/// How a string value came to be, which decides the encoding Redis would report for it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StrKind {
+    /// Set whole (SET, MSET, INCR...): `int`, `embstr` or `raw` by its content.
+    Set,
+    /// Changed in place (APPEND, SETRANGE, SETBIT, BITFIELD, BITOP): `raw`.
+    Raw,
+    /// Written by INCRBYFLOAT: `embstr` or `raw` by length, never `int`.
+    Float,
+}
+
 /// A value stored under a key.
 ///
 /// Collections are boxed so a string key, the common case, costs only the 32-byte enum.
 #[derive(Clone, Debug)]
 pub enum Value {
-    Str(Blob),
+    Str(Blob, StrKind),
     List(Box<ListValue>),
     Hash(Box<HashValue>),
     Set(Box<SetValue>),
@@ -41,10 +52,15 @@ const INTSET_MAX_ENTRIES: usize = 512;
 const EMBSTR_MAX: usize = 44;
 
 impl Value {
+    /// A string set whole, as SET stores it.
+    pub fn string(bytes: &[u8]) -> Value {
+        Value::Str(Blob::new(bytes), StrKind::Set)
+    }
+
     /// The type name TYPE reports.
     pub fn type_name(&self) -> &'static str {
         match self {
-            Value::Str(_) => "string",
+            Value::Str(..) => "string",
             Value::List(_) => "list",
             Value::Hash(_) => "hash",
             Value::Set(_) => "set",
@@ -55,15 +71,12 @@ impl Value {
     /// The encoding OBJECT ENCODING reports, following Redis 7.0's default thresholds.
     pub fn encoding(&self) -> &'static str {
         match self {
-            Value::Str(s) => {
-                if s.len() <= 20 && resp::request::parse_ll(s).is_some() {
-                    "int"
-                } else if s.len() <= EMBSTR_MAX {
-                    "embstr"
-                } else {
-                    "raw"
-                }
-            }
+            Value::Str(s, kind) => match kind {
+                StrKind::Raw => "raw",
+                StrKind::Set if s.len() <= 20 && resp::request::parse_ll(s).is_some() => "int",
+                _ if s.len() <= EMBSTR_MAX => "embstr",
+                _ => "raw",
+            },
             Value::List(_) => "quicklist",
             Value::Hash(h) => {
                 if h.len() <= HASH_LISTPACK_MAX_ENTRIES
@@ -100,7 +113,7 @@ impl Value {
     /// Number of elements (1 for a string): what eviction and lazy freeing weigh.
     pub fn len(&self) -> usize {
         match self {
-            Value::Str(_) => 1,
+            Value::Str(..) => 1,
             Value::List(l) => l.len(),
             Value::Hash(h) => h.len(),
             Value::Set(s) => s.len(),
@@ -111,7 +124,7 @@ impl Value {
     /// Returns true for an empty collection, which must never stay in the keyspace.
     pub fn is_empty(&self) -> bool {
         match self {
-            Value::Str(_) => false,
+            Value::Str(..) => false,
             _ => self.len() == 0,
         }
     }
@@ -121,7 +134,7 @@ impl Value {
         const BLOB: usize = std::mem::size_of::<Blob>();
         let blob = |b: &Blob| BLOB + b.heap_size();
         match self {
-            Value::Str(s) => s.heap_size(),
+            Value::Str(s, _) => s.heap_size(),
             Value::List(l) => l.capacity() * BLOB + l.iter().map(|b| b.heap_size()).sum::<usize>(),
             Value::Hash(h) => h.iter().map(|(f, v)| blob(f) + blob(v) + 16).sum(),
             Value::Set(s) => s.iter().map(|m| blob(m) + 16).sum(),

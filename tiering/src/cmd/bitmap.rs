@@ -8,7 +8,7 @@ use crate::args::{self, is};
 use crate::blob::Blob;
 use crate::error::{CommandError, CommandResult};
 use crate::exec::Exec;
-use crate::value::Value;
+use crate::value::{StrKind, Value};
 
 pub(crate) static COMMANDS: &[CommandDef] = &[
     keyed("setbit", setbit),
@@ -49,7 +49,7 @@ fn string_for_bits<'e>(
     let bytes = (max_bit >> 3) as usize + 1;
     if exec.string_mut(key)?.is_none() {
         exec.keyspace_mut(key)
-            .insert(key, Value::Str(Blob::default()), 0);
+            .insert(key, Value::Str(Blob::default(), StrKind::Raw), 0);
     }
     let value = exec.string_mut(key)?.expect("string exists now");
     if value.len() < bytes {
@@ -237,7 +237,7 @@ fn bitop(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let dst = &args[2];
     exec.remove(dst);
     if max_len > 0 {
-        exec.insert(dst, Value::Str(Blob::from(result)), 0);
+        exec.insert(dst, Value::Str(Blob::from(result), StrKind::Raw), 0);
     }
     Ok(Frame::Integer(max_len as i64))
 }

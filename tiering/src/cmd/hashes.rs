@@ -203,8 +203,8 @@ fn hincrby(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 
 fn hincrbyfloat(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let increment = &args[3];
-    match args::parse_float(increment) {
-        Some(v) if v.is_infinite() => {
+    match crate::long_double::parse(increment) {
+        Some(v) if !rustc_apfloat::Float::is_finite(v) => {
             return Err(CommandError::other("ERR value is NaN or Infinity"))
         }
         Some(_) => {}
@@ -216,7 +216,7 @@ fn hincrbyfloat(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
         None => None,
     };
     if let Some(current) = &current {
-        if args::parse_float(current).is_none() {
+        if crate::long_double::parse(current).is_none() {
             return Err(CommandError::other("ERR hash value is not a float"));
         }
     }

@@ -52,7 +52,7 @@ fn lookup_pattern(exec: &Exec, pattern: &[u8], element: &[u8]) -> Option<Vec<u8>
     key.extend_from_slice(element);
     key.extend_from_slice(&key_pattern[star + 1..]);
     match (exec.value(&key), field) {
-        (Some(Value::Str(s)), None) => Some(s.to_vec()),
+        (Some(Value::Str(s, _)), None) => Some(s.to_vec()),
         (Some(Value::Hash(h)), Some(field)) => h.get(field).map(|v| v.to_vec()),
         _ => None,
     }

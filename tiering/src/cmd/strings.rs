@@ -2,15 +2,13 @@
 
 use bytes::Bytes;
 use resp::Frame;
-use rust_decimal::prelude::ToPrimitive;
-use rust_decimal::Decimal;
 
 use super::{keyed, CommandDef};
 use crate::args::{self, is};
 use crate::blob::Blob;
 use crate::error::{CommandError, CommandResult};
 use crate::exec::Exec;
-use crate::value::Value;
+use crate::value::{StrKind, Value};
 
 pub(crate) static COMMANDS: &[CommandDef] = &[
     keyed("get", get),
@@ -170,7 +168,7 @@ fn set_generic(
         None if opts.keep_ttl => exec.expire_at(key).unwrap_or(0),
         None => 0,
     };
-    exec.insert(key, Value::Str(Blob::new(value)), expire_at);
+    exec.insert(key, Value::string(value), expire_at);
     Ok(old.unwrap_or(ok))
 }
 
@@ -237,7 +235,7 @@ fn psetex(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 
 fn getset(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let old = bulk_or_null(exec.string(&args[1])?);
-    exec.insert(&args[1], Value::Str(Blob::new(&args[2])), 0);
+    exec.insert(&args[1], Value::string(&args[2]), 0);
     Ok(old)
 }
 
@@ -305,7 +303,7 @@ fn mget(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let replies = args[1..]
         .iter()
         .map(|key| match exec.lookup(key).map(|e| &e.value) {
-            Some(Value::Str(v)) => Frame::bulk(v),
+            Some(Value::Str(v, _)) => Frame::bulk(v),
             _ => Frame::Null,
         })
         .collect();
@@ -322,7 +320,7 @@ fn mset_arity(args: &[Bytes], name: &str) -> Result<(), CommandError> {
 fn mset(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     mset_arity(args, "mset")?;
     for pair in args[1..].chunks(2) {
-        exec.insert(&pair[0], Value::Str(Blob::new(&pair[1])), 0);
+        exec.insert(&pair[0], Value::string(&pair[1]), 0);
     }
     Ok(Frame::ok())
 }
@@ -336,25 +334,38 @@ fn msetnx(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
         return Ok(Frame::Integer(0));
     }
     for pair in args[1..].chunks(2) {
-        exec.insert(&pair[0], Value::Str(Blob::new(&pair[1])), 0);
+        exec.insert(&pair[0], Value::string(&pair[1]), 0);
     }
     Ok(Frame::Integer(1))
 }
 
+/// The string at `key` for a write that replaces it whole (INCR, INCRBYFLOAT): read without
+/// marking it changed in place; an expired key is removed.
+fn current_for_write(exec: &mut Exec, key: &[u8]) -> Result<Option<Vec<u8>>, CommandError> {
+    match exec.value_mut(key) {
+        None => Ok(None),
+        Some(Value::Str(v, _)) => Ok(Some(v.to_vec())),
+        Some(_) => Err(CommandError::WrongType),
+    }
+}
+
+/// The length of the string at `key` for a write; WRONGTYPE for another type.
+fn current_len_for_write(exec: &mut Exec, key: &[u8]) -> Result<Option<usize>, CommandError> {
+    match exec.value_mut(key) {
+        None => Ok(None),
+        Some(Value::Str(v, _)) => Ok(Some(v.len())),
+        Some(_) => Err(CommandError::WrongType),
+    }
+}
+
 fn incr_by(exec: &mut Exec, key: &[u8], by: i64) -> CommandResult {
-    let current = match exec.string_mut(key)? {
-        Some(v) => args::int(v)?,
+    let current = match current_for_write(exec, key)? {
+        Some(v) => args::int(&v)?,
         None => 0,
     };
     let next = current.checked_add(by).ok_or(CommandError::Overflow)?;
     let text = itoa::Buffer::new().format(next).as_bytes().to_vec();
-    match exec.string_mut(key)? {
-        Some(v) => {
-            *v = Blob::from(text);
-            exec.modified(key);
-        }
-        None => exec.insert(key, Value::Str(Blob::from(text)), 0),
-    }
+    exec.insert_keep_ttl(key, Value::Str(Blob::from(text), StrKind::Set));
     Ok(Frame::Integer(next))
 }
 
@@ -379,74 +390,23 @@ fn decrby(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     incr_by(exec, &args[1], -by)
 }
 
-/// Adds two decimal numbers and prints the sum as Redis's INCRBYFLOAT does.
-///
-/// Redis adds C `long double`s and prints them with `%.17Lf`, trailing zeros removed, so
-/// `0.1 + 0.2` is `0.3` (a `double` would print `0.30000000000000004`). Exact decimal arithmetic
-/// rounded to 17 places gives the same text for every value of up to 28 significant digits;
-/// beyond that, `f64` arithmetic is the fallback.
+/// Adds two numbers and prints the sum as Redis's INCRBYFLOAT does (x87 long double).
 pub(crate) fn add_floats(current: &[u8], increment: &[u8]) -> Result<Vec<u8>, CommandError> {
-    let a = long_double(current).ok_or(CommandError::NotFloat)?;
-    let b = long_double(increment).ok_or(CommandError::NotFloat)?;
-    let nan_or_inf = || CommandError::other("ERR increment would produce NaN or Infinity");
-    if let (Some(da), Some(db)) = (decimal(current), decimal(increment)) {
-        if let Some(sum) = da.checked_add(db) {
-            let rounded = sum.round_dp(17).normalize();
-            let text = if rounded.is_zero() {
-                "0".to_string()
-            } else {
-                rounded.to_string()
-            };
-            return Ok(text.into_bytes());
-        }
-    }
-    let sum = a + b;
-    if !sum.is_finite() {
-        return Err(nan_or_inf());
-    }
-    let text = format!("{sum:.17}");
-    let text = text.trim_end_matches('0').trim_end_matches('.');
-    let text = if text == "-0" { "0" } else { text };
-    Ok(text.as_bytes().to_vec())
-}
-
-/// Parses a number as Redis's `getLongDoubleFromObject` accepts it.
-fn long_double(arg: &[u8]) -> Option<f64> {
-    let text = std::str::from_utf8(arg).ok()?;
-    if text.is_empty() || text.as_bytes()[0].is_ascii_whitespace() {
-        return None;
-    }
-    let value: f64 = text.to_ascii_lowercase().parse().ok()?;
-    (!value.is_nan()).then_some(value)
-}
-
-fn decimal(arg: &[u8]) -> Option<Decimal> {
-    let text = std::str::from_utf8(arg).ok()?;
-    let value = if text.contains(['e', 'E']) {
-        Decimal::from_scientific(text).ok()?
-    } else {
-        text.parse::<Decimal>().ok()?
-    };
-    // Values with more digits than a decimal holds take the f64 path.
-    value.to_f64().filter(|f| f.is_finite())?;
-    Some(value)
+    crate::long_double::add(current, increment)
 }
 
 fn incrbyfloat(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let key = &args[1];
-    let current = match exec.string_mut(key)? {
-        Some(v) => v.to_vec(),
-        None => b"0".to_vec(),
-    };
+    let current = current_for_write(exec, key)?.unwrap_or_else(|| b"0".to_vec());
     let text = add_floats(&current, &args[2])?;
     let reply = Frame::bulk(&text);
-    exec.insert_keep_ttl(key, Value::Str(Blob::from(text)));
+    exec.insert_keep_ttl(key, Value::Str(Blob::from(text), StrKind::Float));
     Ok(reply)
 }
 
 fn append(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let (key, suffix) = (&args[1], &args[2]);
-    let current_len = exec.string_mut(key)?.map(|v| v.len());
+    let current_len = current_len_for_write(exec, key)?;
     let len = match current_len {
         Some(len) => {
             check_string_length(exec, len, suffix.len())?;
@@ -456,7 +416,7 @@ fn append(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
             len + suffix.len()
         }
         None => {
-            exec.insert(key, Value::Str(Blob::new(suffix)), 0);
+            exec.insert(key, Value::string(suffix), 0);
             suffix.len()
         }
     };
@@ -507,14 +467,14 @@ fn setrange(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
         return Err(CommandError::other("ERR offset is out of range"));
     }
     let offset = offset as usize;
-    let current_len = exec.string_mut(key)?.map(|v| v.len());
+    let current_len = current_len_for_write(exec, key)?;
     match current_len {
         None if patch.is_empty() => return Ok(Frame::Integer(0)),
         Some(len) if patch.is_empty() => return Ok(Frame::Integer(len as i64)),
         _ => check_string_length(exec, offset, patch.len())?,
     }
     if current_len.is_none() {
-        exec.insert(key, Value::Str(Blob::default()), 0);
+        exec.insert(key, Value::Str(Blob::default(), StrKind::Raw), 0);
     }
     let value = exec.string_mut(key)?.expect("key exists now");
     if value.len() < offset + patch.len() {
@@ -530,12 +490,12 @@ fn lcs(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let not_string = || CommandError::other("ERR The specified keys must contain string values");
     let a = match exec.lookup(&args[1]).map(|e| &e.value) {
         None => Vec::new(),
-        Some(Value::Str(v)) => v.to_vec(),
+        Some(Value::Str(v, _)) => v.to_vec(),
         Some(_) => return Err(not_string()),
     };
     let b = match exec.lookup(&args[2]).map(|e| &e.value) {
         None => Vec::new(),
-        Some(Value::Str(v)) => v.to_vec(),
+        Some(Value::Str(v, _)) => v.to_vec(),
         Some(_) => return Err(not_string()),
     };
     let (mut get_len, mut get_idx, mut with_match_len, mut min_match_len) =
@@ -657,20 +617,6 @@ fn lcs(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn float_sums_print_like_long_double() {
-        let add = |a: &str, b: &str| {
-            String::from_utf8(add_floats(a.as_bytes(), b.as_bytes()).unwrap()).unwrap()
-        };
-        assert_eq!(add("0.1", "0.2"), "0.3");
-        assert_eq!(add("10.5", "0.1"), "10.6");
-        assert_eq!(add("5.0e3", "2.0e2"), "5200");
-        assert_eq!(add("0", "-1.5"), "-1.5");
-        assert_eq!(add("3", "-3"), "0");
-        assert!(add_floats(b"abc", b"1").is_err());
-        assert!(add_floats(b"1", b"inf").is_err());
-    }
 
     #[test]
     fn ranges_clamp_like_getrange() {
