@@ -62,6 +62,8 @@ pub struct Multi {
     pub queued: Vec<(&'static CommandSpec, Vec<Bytes>)>,
     /// A command failed to queue: EXEC will abort.
     pub failed: bool,
+    /// Bytes of the queued arguments.
+    pub bytes: usize,
 }
 
 /// The state of one client connection.
@@ -241,6 +243,17 @@ impl Session {
                 spec.name.as_str(),
                 "exec" | "discard" | "multi" | "watch" | "quit" | "reset"
             ) {
+                multi.bytes += args.iter().map(|a| a.len() + 16).sum::<usize>();
+                if multi.bytes > self.limits.max_query_buffer {
+                    // Queued commands count against the query buffer limit, so MULTI cannot
+                    // grow a client's memory without bound.
+                    tracing::warn!(
+                        client = self.info.id,
+                        bytes = multi.bytes,
+                        "closing client whose transaction exceeded the query buffer limit"
+                    );
+                    return Outcome::Close(None);
+                }
                 multi.queued.push((spec, std::mem::take(args)));
                 self.info
                     .multi

@@ -420,3 +420,26 @@ fn info_has_every_section_in_redis_format() {
         b"# Keyspace\r\ndb0:keys=1,expires=0,avg_ttl=0\r\n"
     );
 }
+
+#[test]
+fn a_transaction_cannot_queue_without_bound() {
+    let server = start_autocache();
+    let mut admin = server.client();
+    assert_eq!(
+        admin.cmd(&["CONFIG", "SET", "client-query-buffer-limit", "1mb"]),
+        Frame::ok()
+    );
+    let mut client = server.client();
+    assert_eq!(client.cmd(&["MULTI"]), Frame::ok());
+    let value = "x".repeat(100_000);
+    let mut closed = false;
+    for _ in 0..30 {
+        client.send_raw(&RawClient::encode(&[b"SET", b"k", value.as_bytes()]));
+        if client.read_reply_bytes().is_none() {
+            closed = true;
+            break;
+        }
+    }
+    assert!(closed, "queuing past the limit closes the client");
+    assert_eq!(admin.cmd(&["GET", "k"]), Frame::Null);
+}

@@ -236,6 +236,7 @@ pub(crate) fn parse_random_count(
         return Ok(None);
     }
     let count = args::int(&args[2])?;
+    check_picks(count)?;
     if count == i64::MIN {
         return Err(CommandError::other("ERR value is out of range"));
     }
@@ -255,6 +256,19 @@ pub(crate) fn parse_random_count(
 /// Indices for a random pick of `count` elements out of `len`, as Redis's *RANDFIELD family:
 /// a negative count allows repeats; a positive one returns distinct elements (all of them, in
 /// order, when it covers the whole collection).
+/// Most repeated picks a negative count may ask for (HRANDFIELD, SRANDMEMBER, ZRANDMEMBER).
+/// Redis streams any number; AutoCache builds the reply in memory, so it refuses counts whose
+/// reply alone would exceed a few hundred megabytes.
+pub(crate) const MAX_REPEATED_PICKS: i64 = 1 << 24;
+
+/// Refuses a negative count beyond [`MAX_REPEATED_PICKS`].
+pub(crate) fn check_picks(count: i64) -> Result<(), CommandError> {
+    if count < -MAX_REPEATED_PICKS {
+        return Err(CommandError::other("ERR value is out of range"));
+    }
+    Ok(())
+}
+
 pub(crate) fn random_indices(rng: &mut impl Rng, len: usize, count: i64) -> Vec<usize> {
     if count < 0 {
         return (0..count.unsigned_abs())

@@ -202,9 +202,7 @@ fn srandmember(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let count = match args.get(2) {
         Some(arg) => {
             let n = args::int(arg)?;
-            if n == i64::MIN {
-                return Err(CommandError::other("ERR value is out of range"));
-            }
+            super::hashes::check_picks(n)?;
             Some(n)
         }
         None => None,
