@@ -528,3 +528,47 @@ fn generated_sequences_match_redis() {
     }
     assert!(mismatches.is_empty(), "{}", report(&mismatches));
 }
+
+/// HELLO's reply differs from Redis's only in the connection id: same fields, same order, same
+/// types, in both protocol versions.
+#[test]
+fn hello_matches_redis_but_for_the_id() {
+    let redis = start_redis();
+    let ours = start_autocache();
+    for version in ["2", "3"] {
+        let mut replies = Vec::new();
+        for port in [redis.port, ours.port] {
+            let mut client = RawClient::connect(port);
+            let bytes = client.raw(&[b"HELLO", version.as_bytes()]);
+            let (frame, _) = resp::value::parse(&bytes).unwrap().unwrap();
+            let normalized = match frame {
+                Frame::Map(pairs) => Frame::Map(
+                    pairs
+                        .into_iter()
+                        .map(|(k, v)| match &k {
+                            Frame::Bulk(name) if &name[..] == b"id" => (k, Frame::Integer(0)),
+                            _ => (k, v),
+                        })
+                        .collect(),
+                ),
+                Frame::Array(items) => {
+                    let mut items = items;
+                    for i in (0..items.len()).step_by(2) {
+                        if items[i] == Frame::Bulk(bytes::Bytes::from_static(b"id")) {
+                            items[i + 1] = Frame::Integer(0);
+                        }
+                    }
+                    Frame::Array(items)
+                }
+                other => other,
+            };
+            let proto = if version == "3" {
+                Proto::Resp3
+            } else {
+                Proto::Resp2
+            };
+            replies.push(show(&encode(&normalized, proto)));
+        }
+        assert_eq!(replies[0], replies[1], "HELLO {version}");
+    }
+}
