@@ -125,13 +125,16 @@ def main():
                   % (args.clients, args.requests, args.rounds))
             print("%-12s %3s %12s %12s %8s %9s %9s %8s" % (
                 "test", "-P", "redis rps", "autocache", "ratio", "redis p99", "ac p99", "p99 ratio"))
+            # Like a plain redis-benchmark run, the tests share one keyspace: GET reads what SET
+            # wrote (random keys among 100000), LPOP pops what LPUSH pushed.
+            for name in servers:
+                flush(servers[name][1])
             for pipeline in [int(p) for p in args.pipelines.split(",")]:
                 for i, test in enumerate(args.tests.split(",")):
                     results = {"redis": [], "autocache": []}
                     for r in range(args.rounds):
                         order = ["redis", "autocache"] if (i + r) % 2 == 0 else ["autocache", "redis"]
                         for name in order:
-                            flush(servers[name][1])
                             results[name].append(bench(servers[name][1], test, args.requests, args.clients, pipeline))
                     # Paired ratios per round, then the median: the machine is shared and noisy,
                     # and a pair of back-to-back runs sees the same noise.

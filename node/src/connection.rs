@@ -7,14 +7,13 @@ use std::time::Duration;
 
 use bytes::BytesMut;
 use resp::{Frame, RequestDecoder};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use crate::pubsub::SUBSCRIBER_BUFFER;
 use crate::server::{unix_ms, Server};
 use crate::session::{Blocked, Outcome, Session};
+use crate::socket::Socket;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
@@ -31,14 +30,21 @@ pub async fn serve(server: Arc<Server>, socket: TcpStream, peer: SocketAddr) {
     let info = server.clients.register(peer, laddr);
     let (push_tx, push_rx) = mpsc::channel(SUBSCRIBER_BUFFER);
     let mut session = Session::new(server.clone(), info.clone(), push_tx);
-    let (reader, writer) = socket.into_split();
+    let socket = match Socket::new(socket) {
+        Ok(socket) => socket,
+        Err(error) => {
+            tracing::warn!(client = info.id, %error, "cannot register client socket");
+            server.clients.unregister(info.id);
+            return;
+        }
+    };
     let mut conn = Connection {
-        reader,
-        writer,
+        socket,
         input: BytesMut::with_capacity(READ_CHUNK),
         output: BytesMut::with_capacity(READ_CHUNK),
         decoder: RequestDecoder::new(),
         push_rx,
+        shutdown: server.shutdown_receiver(),
     };
     if let Err(error) = conn.run(&mut session).await {
         tracing::debug!(client = info.id, %error, "connection closed with an error");
@@ -48,12 +54,12 @@ pub async fn serve(server: Arc<Server>, socket: TcpStream, peer: SocketAddr) {
 }
 
 struct Connection {
-    reader: OwnedReadHalf,
-    writer: OwnedWriteHalf,
+    socket: Socket,
     input: BytesMut,
     output: BytesMut,
     decoder: RequestDecoder,
     push_rx: mpsc::Receiver<Frame>,
+    shutdown: watch::Receiver<bool>,
 }
 
 impl Connection {
@@ -66,7 +72,7 @@ impl Connection {
                 return self.flush(session).await;
             }
             self.flush(session).await?;
-            let limit = session.server.config.read().client_query_buffer_limit;
+            let limit = session.limits().max_query_buffer;
             let buffered = self.input.len() + self.decoder.pending_bytes();
             session.info.query_buffer.store(buffered, Ordering::Relaxed);
             if buffered > limit {
@@ -77,21 +83,18 @@ impl Connection {
                 );
                 return Ok(());
             }
-            let idle_timeout = match session.server.config.read().timeout {
-                0 => None,
-                _ if session.info.is_pubsub() => None,
-                secs => Some(Duration::from_secs(secs)),
-            };
+            // Subscribers are exempt from the idle timeout, as in Redis.
+            let idle_timeout = session.idle_timeout().filter(|_| !session.info.is_pubsub());
             if self.input.capacity() - self.input.len() < READ_CHUNK / 2 {
                 self.input.reserve(READ_CHUNK);
             }
             tokio::select! {
-                read = self.reader.read_buf(&mut self.input) => {
+                read = self.socket.read(&mut self.input) => {
                     let n = read?;
                     if n == 0 {
                         return Ok(());
                     }
-                    session.server.stats.net_input_bytes.fetch_add(n as u64, Ordering::Relaxed);
+                    session.count_input(n);
                 }
                 Some(message) = self.push_rx.recv() => {
                     session.encode(&message, &mut self.output);
@@ -100,7 +103,7 @@ impl Connection {
                     }
                 }
                 _ = session.info.killed() => return Ok(()),
-                _ = session.server.shutting_down() => return Ok(()),
+                _ = self.shutdown.changed() => return Ok(()),
                 _ = sleep_or_forever(idle_timeout) => return Ok(()),
             }
         }
@@ -178,7 +181,7 @@ impl Connection {
                 _ = sleep_until_or_forever(deadline) => {
                     break Some(Frame::NullArray);
                 }
-                read = self.reader.read_buf(&mut self.input) => {
+                read = self.socket.read(&mut self.input) => {
                     // Redis keeps reading (and buffering) while a client is blocked.
                     if read? == 0 {
                         break None;
@@ -193,16 +196,12 @@ impl Connection {
         Ok(result)
     }
 
-    async fn flush(&mut self, session: &Session) -> std::io::Result<()> {
+    async fn flush(&mut self, session: &mut Session) -> std::io::Result<()> {
         if self.output.is_empty() {
             return Ok(());
         }
-        self.writer.write_all(&self.output).await?;
-        session
-            .server
-            .stats
-            .net_output_bytes
-            .fetch_add(self.output.len() as u64, Ordering::Relaxed);
+        self.socket.write_all(&self.output).await?;
+        session.count_output(self.output.len());
         self.output.clear();
         Ok(())
     }

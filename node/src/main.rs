@@ -13,6 +13,7 @@ mod pubsub;
 mod server;
 mod session;
 mod slowlog;
+mod socket;
 mod stats;
 
 use config::Config;

@@ -45,6 +45,11 @@ impl Server {
         self.shutdown.send_replace(true);
     }
 
+    /// A receiver that changes when shutdown is asked for (for long-lived select loops).
+    pub fn shutdown_receiver(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
     /// Resolves once shutdown was asked for.
     pub async fn shutting_down(&self) {
         let mut rx = self.shutdown.subscribe();

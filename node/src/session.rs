@@ -90,6 +90,7 @@ pub struct Session {
     limits: Limits,
     slowlog_slower_than: i64,
     slowlog_max_len: usize,
+    idle_timeout: Option<std::time::Duration>,
     local_stats: LocalStats,
     rng: SmallRng,
 }
@@ -119,6 +120,7 @@ impl Session {
             limits: Limits::default(),
             slowlog_slower_than: 10000,
             slowlog_max_len: 128,
+            idle_timeout: None,
             local_stats: LocalStats::default(),
             rng: SmallRng::from_rng(&mut rand::rng()),
         }
@@ -135,6 +137,8 @@ impl Session {
             };
             self.slowlog_slower_than = config.slowlog_log_slower_than;
             self.slowlog_max_len = config.slowlog_max_len;
+            self.idle_timeout =
+                (config.timeout > 0).then(|| std::time::Duration::from_secs(config.timeout));
         }
         self.now_ms = unix_ms();
         self.clock = quanta::Instant::now();
@@ -144,6 +148,21 @@ impl Session {
     /// Ends a batch: publishes the counters it gathered.
     pub fn end_batch(&mut self) {
         self.server.stats.flush(&mut self.local_stats);
+    }
+
+    /// The idle timeout in force for this batch.
+    pub fn idle_timeout(&self) -> Option<std::time::Duration> {
+        self.idle_timeout
+    }
+
+    /// Counts bytes read from the client (published with the batch's other counters).
+    pub fn count_input(&mut self, bytes: usize) {
+        self.local_stats.net_input += bytes as u64;
+    }
+
+    /// Counts bytes written to the client.
+    pub fn count_output(&mut self, bytes: usize) {
+        self.local_stats.net_output += bytes as u64;
     }
 
     /// The input limits in force for this batch.
@@ -192,11 +211,9 @@ impl Session {
         Outcome::Reply(Frame::error(text))
     }
 
-    /// Runs one request.
-    /// `args` is taken only when the session must keep it (a queued or blocked command), so
-    /// the caller can reuse the vector otherwise.
+    /// Runs one request. `args` is taken only when the session must keep it (a queued or
+    /// blocked command), so the caller can reuse the vector otherwise.
     pub fn handle(&mut self, args: &mut Vec<Bytes>) -> Outcome {
-        self.info.touch();
         let table = CommandTable::get();
         let Some(container) = table.lookup(&args[0]) else {
             return self.reject(None, unknown_command(args));

@@ -34,6 +34,8 @@ pub struct ServerStats {
 pub struct LocalStats {
     /// (command id, calls, usec, failed calls)
     entries: SmallVec<[(usize, u64, u64, u64); 4]>,
+    pub net_input: u64,
+    pub net_output: u64,
 }
 
 impl LocalStats {
@@ -79,6 +81,14 @@ impl ServerStats {
         }
         if total > 0 {
             self.total_commands.fetch_add(total, Ordering::Relaxed);
+        }
+        if local.net_input > 0 {
+            self.net_input_bytes
+                .fetch_add(std::mem::take(&mut local.net_input), Ordering::Relaxed);
+        }
+        if local.net_output > 0 {
+            self.net_output_bytes
+                .fetch_add(std::mem::take(&mut local.net_output), Ordering::Relaxed);
         }
     }
 

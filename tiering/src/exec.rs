@@ -86,6 +86,18 @@ impl<'a> Exec<'a> {
         self.ctx.now_ms
     }
 
+    /// Runs `f` with the command's random source taken out of `self`, so it can draw while
+    /// holding a mutable borrow of the data.
+    pub fn with_rng<T>(&mut self, f: impl FnOnce(&mut Self, &mut SmallRng) -> T) -> T {
+        let mut rng = self
+            .rng
+            .take()
+            .unwrap_or_else(|| SmallRng::seed_from_u64(self.ctx.seed));
+        let result = f(self, &mut rng);
+        self.rng = Some(rng);
+        result
+    }
+
     /// The command's deterministic random source.
     pub fn rng(&mut self) -> &mut SmallRng {
         let seed = self.ctx.seed;

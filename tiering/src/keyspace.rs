@@ -57,19 +57,34 @@ impl std::ops::AddAssign for KeyspaceStats {
 /// Set by the keyspace when a watched key changes; read by EXEC.
 pub type WatchFlag = Arc<AtomicBool>;
 
+/// Slots per hash table: a chunk of 16 adjacent slots shares one table.
+///
+/// One table per slot would cost a cache miss on the table header of every lookup (16384
+/// headers, 512 KiB); 1024 chunk tables keep their headers in cache. SCAN walks chunk by chunk
+/// and per-slot key counts are kept separately.
+pub const SLOTS_PER_CHUNK: usize = 16;
+
+/// Number of chunks of slots.
+pub const CHUNK_COUNT: usize = crate::slot::SLOT_COUNT / SLOTS_PER_CHUNK;
+
 /// The keys of a contiguous slot range (one slot group).
 ///
-/// Each slot has its own table, so SCAN can walk slot by slot (returning a whole slot per step
-/// keeps SCAN's guarantee without a resizable-table cursor), CLUSTER COUNTKEYSINSLOT is O(1), and
-/// a slot can later move between groups as a unit. Entries are boxed: a table slot is then one
-/// pointer, which keeps the half-empty buckets of a growing table cheap.
+/// Keys live in one hash table per chunk of 16 slots, so SCAN can walk chunk by chunk
+/// (returning whole chunks keeps SCAN's guarantee without a resizable-table cursor), a chunk's
+/// keys can be enumerated without touching the others, and slot key counts are O(1). Entries are
+/// boxed: a table bucket is then one pointer, which keeps the half-empty buckets of a growing
+/// table cheap.
 ///
 /// Reads (`get`) treat an expired key as absent but never remove it, so a read never changes
 /// state; write paths (`get_mut`, `remove`, ...) remove it, deterministically, given the
 /// caller's clock.
 pub struct Keyspace {
     slots: Range<usize>,
+    /// The first chunk with a slot in `slots`; `tables[i]` holds chunk `first_chunk + i`.
+    first_chunk: usize,
     tables: Vec<HashTable<Box<Entry>>>,
+    /// Keys per slot (expired ones not yet removed included), for COUNTKEYSINSLOT.
+    slot_counts: Vec<u32>,
     len: usize,
     /// (deadline, key) of every key with a deadline, earliest first.
     volatile: BTreeSet<(u64, Blob)>,
@@ -82,8 +97,14 @@ pub struct Keyspace {
 impl Keyspace {
     /// Creates an empty keyspace owning `slots`.
     pub fn new(slots: Range<usize>) -> Keyspace {
-        let tables = slots.clone().map(|_| HashTable::new()).collect();
+        let first_chunk = slots.start / SLOTS_PER_CHUNK;
+        let last_chunk = slots.end.saturating_sub(1) / SLOTS_PER_CHUNK;
+        let tables = (first_chunk..=last_chunk)
+            .map(|_| HashTable::new())
+            .collect();
         Keyspace {
+            first_chunk,
+            slot_counts: vec![0; slots.len()],
             slots,
             tables,
             len: 0,
@@ -121,11 +142,19 @@ impl Keyspace {
 
     fn locate(&self, key: &[u8]) -> (usize, u64) {
         let slot = slot_of(key) as usize;
-        debug_assert!(
+        assert!(
             self.slots.contains(&slot),
             "key routed to the wrong keyspace"
         );
-        (slot - self.slots.start, self.hasher.hash_one(key))
+        (
+            slot / SLOTS_PER_CHUNK - self.first_chunk,
+            self.hasher.hash_one(key),
+        )
+    }
+
+    fn count_slot(&mut self, key: &[u8], delta: i32) {
+        let index = slot_of(key) as usize - self.slots.start;
+        self.slot_counts[index] = self.slot_counts[index].wrapping_add_signed(delta);
     }
 
     fn raw_get(&self, key: &[u8]) -> Option<&Entry> {
@@ -187,6 +216,7 @@ impl Keyspace {
                 });
                 self.tables[table].insert_unique(hash, entry, |e| hasher.hash_one(&*e.key));
                 self.len += 1;
+                self.count_slot(key, 1);
                 if expire_at != 0 {
                     self.volatile.insert((expire_at, Blob::new(key)));
                 }
@@ -197,15 +227,16 @@ impl Keyspace {
     /// Removes `key` (expired or not) and returns its entry.
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
         let (table, hash) = self.locate(key);
-        let hasher = &self.hasher;
         let found = self.tables[table]
             .find_entry(hash, |e| e.key.as_ref() as &[u8] == key)
             .ok()?;
         let (entry, _) = found.remove();
         self.len -= 1;
+        self.count_slot(key, -1);
         if entry.expire_at != 0 {
             self.volatile.remove(&(entry.expire_at, entry.key.clone()));
         }
+        let hasher = &self.hasher;
         let t = &mut self.tables[table];
         if t.capacity() > 64 && t.len() * 8 < t.capacity() {
             t.shrink_to(t.len() * 2, |e| hasher.hash_one(&*e.key));
@@ -242,17 +273,20 @@ impl Keyspace {
             .collect()
     }
 
-    /// The live entries of one slot.
-    pub fn slot_entries(&self, slot: usize, now_ms: u64) -> impl Iterator<Item = &Entry> {
-        self.tables[slot - self.slots.start]
-            .iter()
+    /// The live entries of one chunk of slots (none if the chunk is not this keyspace's).
+    pub fn chunk_entries(&self, chunk: usize, now_ms: u64) -> impl Iterator<Item = &Entry> {
+        chunk
+            .checked_sub(self.first_chunk)
+            .and_then(|i| self.tables.get(i))
+            .into_iter()
+            .flat_map(|t| t.iter())
             .map(|e| &**e)
             .filter(move |e| !e.is_expired(now_ms))
     }
 
     /// Number of keys stored in one slot.
     pub fn slot_len(&self, slot: usize) -> usize {
-        self.tables[slot - self.slots.start].len()
+        self.slot_counts[slot - self.slots.start] as usize
     }
 
     /// Every live entry.
@@ -299,6 +333,7 @@ impl Keyspace {
         for table in &mut self.tables {
             *table = HashTable::new();
         }
+        self.slot_counts.iter_mut().for_each(|c| *c = 0);
         self.volatile.clear();
         self.len = 0;
     }
@@ -366,6 +401,31 @@ mod tests {
         );
         ks.remove(b"a");
         assert_eq!(ks.volatile_len(), 1);
+    }
+
+    #[test]
+    fn slot_counts_and_chunks_follow_inserts_and_removals() {
+        let mut ks = Keyspace::new(1000..2000);
+        let keys = ["{user1000}.a", "{user1000}.b", "{user1000}.c"];
+        let slot = slot_of(keys[0]) as usize;
+        assert!(ks.owns(slot as Slot), "slot {slot} is in range");
+        for key in keys {
+            ks.insert(key.as_bytes(), string("v"), 0);
+        }
+        ks.insert(keys[0].as_bytes(), string("again"), 0);
+        assert_eq!(ks.slot_len(slot), 3);
+        ks.remove(keys[1].as_bytes());
+        assert_eq!(ks.slot_len(slot), 2);
+        let chunk = slot / SLOTS_PER_CHUNK;
+        assert_eq!(ks.chunk_entries(chunk, 0).count(), 2);
+        assert_eq!(ks.chunk_entries(chunk + 1, 0).count(), 0);
+        assert_eq!(
+            ks.chunk_entries(0, 0).count(),
+            0,
+            "a chunk outside the range is empty"
+        );
+        ks.clear();
+        assert_eq!(ks.slot_len(slot), 0);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! SCAN, HSCAN, SSCAN, ZSCAN.
 //!
-//! The keyspace is walked slot by slot: the cursor is the next slot to visit, and each call
-//! returns whole slots, so a key present for the whole iteration is returned at least once
-//! however the tables resize. Collections are walked from their last element down: removal
+//! The keyspace is walked by chunks of 16 slots (one hash table each): the cursor is the next
+//! chunk to visit, and each call returns whole chunks, so a key present for the whole
+//! iteration is returned at least once however the tables resize. Collections are walked from their last element down: removal
 //! swaps the last element into the hole, which moves an element only from the visited region
 //! into it, never the other way, so nothing present throughout is missed. Small collections
 //! (what Redis keeps in compact encodings) come back whole with cursor 0, as in Redis.
@@ -17,7 +17,7 @@ use crate::args::{self, is};
 use crate::error::{CommandError, CommandResult};
 use crate::exec::Exec;
 use crate::glob::glob_match;
-use crate::slot::SLOT_COUNT;
+use crate::keyspace::CHUNK_COUNT;
 
 pub(crate) static COMMANDS: &[CommandDef] = &[
     global("scan", scan),
@@ -104,27 +104,30 @@ fn scan(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let cursor = parse_cursor(&args[1])?;
     let opts = parse_options(args, 2, true)?;
     let now = exec.now();
-    let mut slot = cursor as usize;
+    let mut chunk = cursor as usize;
     let mut visited = 0;
     let mut items = Vec::new();
-    while slot < SLOT_COUNT && visited < opts.count {
-        let ks = exec
-            .keyspaces()
-            .find(|ks| ks.slots().contains(&slot))
-            .expect("every slot belongs to a locked keyspace");
-        for entry in ks.slot_entries(slot, now) {
-            visited += 1;
-            let type_ok = opts
-                .kind
-                .as_deref()
-                .is_none_or(|t| t == entry.value.type_name());
-            if type_ok && matches(&opts, &entry.key) {
-                items.push(Frame::bulk(&entry.key));
+    while chunk < CHUNK_COUNT && visited < opts.count {
+        // A chunk may straddle two slot groups: walk both keyspaces' parts.
+        for ks in exec.keyspaces() {
+            for entry in ks.chunk_entries(chunk, now) {
+                visited += 1;
+                let type_ok = opts
+                    .kind
+                    .as_deref()
+                    .is_none_or(|t| t == entry.value.type_name());
+                if type_ok && matches(&opts, &entry.key) {
+                    items.push(Frame::bulk(&entry.key));
+                }
             }
         }
-        slot += 1;
+        chunk += 1;
     }
-    let next = if slot >= SLOT_COUNT { 0 } else { slot as u64 };
+    let next = if chunk >= CHUNK_COUNT {
+        0
+    } else {
+        chunk as u64
+    };
     Ok(reply(next, items))
 }
 

@@ -177,14 +177,15 @@ fn spop(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
         });
     };
     let picks = count.unwrap_or(1).min(len as i64) as usize;
-    let mut popped = Vec::with_capacity(picks);
-    for _ in 0..picks {
-        let remaining = exec.set_mut(key)?.expect("set exists").len();
-        let index = exec.rng().random_range(0..remaining);
-        let set = exec.set_mut(key)?.expect("set exists");
-        let member = set.swap_remove_index(index).expect("index below len");
-        popped.push(member);
-    }
+    let popped = exec.with_rng(|exec, rng| {
+        let set = exec.set_mut(key).ok().flatten().expect("set checked above");
+        (0..picks)
+            .map(|_| {
+                let index = rng.random_range(0..set.len());
+                set.swap_remove_index(index).expect("index below len")
+            })
+            .collect::<Vec<_>>()
+    });
     if picks > 0 {
         exec.modified(key);
         exec.remove_if_empty(key);

@@ -359,13 +359,27 @@ fn current_len_for_write(exec: &mut Exec, key: &[u8]) -> Result<Option<usize>, C
 }
 
 fn incr_by(exec: &mut Exec, key: &[u8], by: i64) -> CommandResult {
-    let current = match current_for_write(exec, key)? {
-        Some(v) => args::int(&v)?,
-        None => 0,
+    let next = match exec.value_mut(key) {
+        Some(Value::Str(v, kind)) => {
+            let next = args::int(v)?
+                .checked_add(by)
+                .ok_or(CommandError::Overflow)?;
+            // Replaced in place: one lookup, and the deadline stays.
+            *v = Blob::new(itoa::Buffer::new().format(next).as_bytes());
+            *kind = StrKind::Set;
+            exec.modified(key);
+            next
+        }
+        Some(_) => return Err(CommandError::WrongType),
+        None => {
+            exec.insert(
+                key,
+                Value::string(itoa::Buffer::new().format(by).as_bytes()),
+                0,
+            );
+            by
+        }
     };
-    let next = current.checked_add(by).ok_or(CommandError::Overflow)?;
-    let text = itoa::Buffer::new().format(next).as_bytes().to_vec();
-    exec.insert_keep_ttl(key, Value::Str(Blob::from(text), StrKind::Set));
     Ok(Frame::Integer(next))
 }
 
