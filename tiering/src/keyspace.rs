@@ -407,7 +407,7 @@ mod tests {
     fn slot_counts_and_chunks_follow_inserts_and_removals() {
         let mut ks = Keyspace::new(1000..2000);
         let keys = ["{user1000}.a", "{user1000}.b", "{user1000}.c"];
-        let slot = slot_of(keys[0]) as usize;
+        let slot = slot_of(keys[0].as_bytes()) as usize;
         assert!(ks.owns(slot as Slot), "slot {slot} is in range");
         for key in keys {
             ks.insert(key.as_bytes(), string("v"), 0);
