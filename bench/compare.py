@@ -121,6 +121,20 @@ def main():
     with tempfile.TemporaryDirectory() as tmp:
         servers = start(binary, tmp, args.threads)
         try:
+            # Memory first, on fresh servers: after FLUSHALL, allocators return freed memory to
+            # the OS lazily, which would skew a before/after difference.
+            per_key = {}
+            for name in ["redis", "autocache"]:
+                proc, port = servers[name]
+                time.sleep(0.5)
+                before = rss_bytes(proc.pid)
+                load_keys(port, args.keys)
+                time.sleep(0.5)
+                after = rss_bytes(proc.pid)
+                per_key[name] = (after - before) / args.keys
+            print("memory: %d keys (SET key:%%012d xxx): redis %.1f B/key, autocache %.1f B/key, ratio %.2fx"
+                  % (args.keys, per_key["redis"], per_key["autocache"], per_key["autocache"] / per_key["redis"]))
+            print()
             print("redis-benchmark -c %d -n %d, %d round(s); ratio = median over rounds of autocache / redis"
                   % (args.clients, args.requests, args.rounds))
             print("%-12s %3s %12s %12s %8s %9s %9s %8s" % (
@@ -146,19 +160,6 @@ def main():
                         test, pipeline, rps["redis"], rps["autocache"], rps_ratio,
                         p99["redis"], p99["autocache"], p99_ratio))
                     sys.stdout.flush()
-            print()
-            per_key = {}
-            for name in ["redis", "autocache"]:
-                proc, port = servers[name]
-                flush(port)
-                time.sleep(0.5)
-                before = rss_bytes(proc.pid)
-                load_keys(port, args.keys)
-                time.sleep(0.5)
-                after = rss_bytes(proc.pid)
-                per_key[name] = (after - before) / args.keys
-            print("memory: %d keys (SET key:%%012d xxx): redis %.1f B/key, autocache %.1f B/key, ratio %.2fx"
-                  % (args.keys, per_key["redis"], per_key["autocache"], per_key["autocache"] / per_key["redis"]))
         finally:
             for proc, _ in servers.values():
                 proc.terminate()

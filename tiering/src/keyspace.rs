@@ -199,14 +199,7 @@ impl Keyspace {
             Some(entry) => {
                 entry.value = value;
                 let old = std::mem::replace(&mut entry.expire_at, expire_at);
-                if old != expire_at {
-                    if old != 0 {
-                        self.volatile.remove(&(old, Blob::new(key)));
-                    }
-                    if expire_at != 0 {
-                        self.volatile.insert((expire_at, Blob::new(key)));
-                    }
-                }
+                reindex_deadline(&mut self.volatile, key, old, expire_at);
             }
             None => {
                 let entry = Box::new(Entry {
@@ -252,14 +245,7 @@ impl Keyspace {
             return false;
         };
         let old = std::mem::replace(&mut entry.expire_at, expire_at);
-        if old != expire_at {
-            if old != 0 {
-                self.volatile.remove(&(old, Blob::new(key)));
-            }
-            if expire_at != 0 {
-                self.volatile.insert((expire_at, Blob::new(key)));
-            }
-        }
+        reindex_deadline(&mut self.volatile, key, old, expire_at);
         true
     }
 
@@ -363,6 +349,19 @@ impl Keyspace {
                 flag.store(true, Ordering::Release);
             }
         }
+    }
+}
+
+/// Moves `key` in the expiry index from deadline `old` to `new` (0: none).
+fn reindex_deadline(volatile: &mut BTreeSet<(u64, Blob)>, key: &[u8], old: u64, new: u64) {
+    if old == new {
+        return;
+    }
+    if old != 0 {
+        volatile.remove(&(old, Blob::new(key)));
+    }
+    if new != 0 {
+        volatile.insert((new, Blob::new(key)));
     }
 }
 

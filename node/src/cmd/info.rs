@@ -10,7 +10,8 @@ use super::REDIS_VERSION;
 use crate::server::{unix_ms, Server};
 use crate::session::{Outcome, Session};
 
-const DEFAULT_SECTIONS: &[&str] = &[
+/// Every section, in the order INFO prints them; the last ones only on request (or `all`).
+const SECTIONS: &[&str] = &[
     "server",
     "clients",
     "memory",
@@ -22,42 +23,27 @@ const DEFAULT_SECTIONS: &[&str] = &[
     "errorstats",
     "cluster",
     "keyspace",
+    "commandstats",
 ];
-const ALL_EXTRA: &[&str] = &["commandstats"];
+/// How many of `SECTIONS` INFO prints by default.
+const DEFAULT_COUNT: usize = 11;
 
 pub fn info(session: &Session, args: &[Bytes]) -> Outcome {
     let mut wanted: Vec<String> = Vec::new();
     for arg in &args[1..] {
         let name = String::from_utf8_lossy(arg).to_ascii_lowercase();
         match name.as_str() {
-            "default" => wanted.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string())),
-            "all" | "everything" => {
-                wanted.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string()));
-                wanted.extend(ALL_EXTRA.iter().map(|s| s.to_string()));
-            }
+            "default" => wanted.extend(SECTIONS[..DEFAULT_COUNT].iter().map(|s| s.to_string())),
+            "all" | "everything" => wanted.extend(SECTIONS.iter().map(|s| s.to_string())),
             _ => wanted.push(name),
         }
     }
     if wanted.is_empty() {
-        wanted.extend(DEFAULT_SECTIONS.iter().map(|s| s.to_string()));
+        wanted.extend(SECTIONS[..DEFAULT_COUNT].iter().map(|s| s.to_string()));
     }
     let server = &session.server;
     let mut out = String::new();
-    let order = [
-        "server",
-        "clients",
-        "memory",
-        "persistence",
-        "stats",
-        "replication",
-        "cpu",
-        "modules",
-        "errorstats",
-        "cluster",
-        "keyspace",
-        "commandstats",
-    ];
-    for section in order {
+    for &section in SECTIONS {
         if !wanted.iter().any(|w| w == section) {
             continue;
         }

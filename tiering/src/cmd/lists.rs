@@ -517,14 +517,19 @@ fn brpop(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     bpop(exec, args, End::Right)
 }
 
-/// Parses `numkeys key... LEFT|RIGHT [COUNT n]` starting at `at`: (keys, end, count).
-fn parse_mpop(args: &[Bytes], at: usize) -> Result<(&[Bytes], End, usize), CommandError> {
+/// Parses the `numkeys key... SIDE [COUNT n]` tail of LMPOP/ZMPOP and their blocking forms,
+/// starting at `at`: (keys, side, count). `side` parses LEFT/RIGHT or MIN/MAX.
+pub(crate) fn parse_mpop<T>(
+    args: &[Bytes],
+    at: usize,
+    side: impl Fn(&[u8]) -> Result<T, CommandError>,
+) -> Result<(&[Bytes], T, usize), CommandError> {
     let n = numkeys(args, at)?;
     let where_index = at + n + 1;
     if where_index >= args.len() {
         return Err(CommandError::Syntax);
     }
-    let end = parse_end(&args[where_index])?;
+    let side = side(&args[where_index])?;
     let mut count = None;
     let mut i = where_index + 1;
     while i < args.len() {
@@ -540,11 +545,11 @@ fn parse_mpop(args: &[Bytes], at: usize) -> Result<(&[Bytes], End, usize), Comma
             return Err(CommandError::Syntax);
         }
     }
-    Ok((&args[at + 1..at + 1 + n], end, count.unwrap_or(1)))
+    Ok((&args[at + 1..at + 1 + n], side, count.unwrap_or(1)))
 }
 
 fn lmpop(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let (keys, end, count) = parse_mpop(args, 1)?;
+    let (keys, end, count) = parse_mpop(args, 1, parse_end)?;
     Ok(match pop_first(exec, keys, end, count)? {
         Some((key, values)) => Frame::Array(vec![Frame::Bulk(key), Frame::Array(values)]),
         None => Frame::NullArray,
@@ -553,7 +558,7 @@ fn lmpop(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
 
 fn blmpop(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let deadline = deadline(exec, &args[1])?;
-    let (keys, end, count) = parse_mpop(args, 2)?;
+    let (keys, end, count) = parse_mpop(args, 2, parse_end)?;
     if let Some((key, values)) = pop_first(exec, keys, end, count)? {
         return Ok(Frame::Array(vec![Frame::Bulk(key), Frame::Array(values)]));
     }

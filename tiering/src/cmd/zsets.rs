@@ -5,8 +5,7 @@ use rand::Rng;
 use resp::Frame;
 
 use super::hashes::{parse_random_count, random_indices};
-use super::lists::deadline;
-use super::sets::numkeys;
+use super::lists::{deadline, parse_mpop};
 use super::{keyed, CommandDef};
 use crate::args::{self, is};
 use crate::blob::Blob;
@@ -697,36 +696,15 @@ fn bzpopmax(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     bzpop(exec, args, true)
 }
 
-/// Parses `numkeys key... MIN|MAX [COUNT n]` at `at`: (keys, max, count).
-fn parse_zmpop(args: &[Bytes], at: usize) -> Result<(&[Bytes], bool, usize), CommandError> {
-    let n = numkeys(args, at)?;
-    let where_index = at + n + 1;
-    if where_index >= args.len() {
-        return Err(CommandError::Syntax);
-    }
-    let max = if is(&args[where_index], "MIN") {
-        false
-    } else if is(&args[where_index], "MAX") {
-        true
+/// Parses MIN (false) or MAX (true).
+fn parse_min_max(arg: &[u8]) -> Result<bool, CommandError> {
+    if is(arg, "MIN") {
+        Ok(false)
+    } else if is(arg, "MAX") {
+        Ok(true)
     } else {
-        return Err(CommandError::Syntax);
-    };
-    let mut count = None;
-    let mut i = where_index + 1;
-    while i < args.len() {
-        if count.is_none() && is(&args[i], "COUNT") && i + 1 < args.len() {
-            let error = "ERR count should be greater than 0";
-            let c = args::int(&args[i + 1]).map_err(|_| CommandError::other(error))?;
-            if c < 1 {
-                return Err(CommandError::other(error));
-            }
-            count = Some(c as usize);
-            i += 2;
-        } else {
-            return Err(CommandError::Syntax);
-        }
+        Err(CommandError::Syntax)
     }
-    Ok((&args[at + 1..at + 1 + n], max, count.unwrap_or(1)))
 }
 
 fn mpop_first(
@@ -752,13 +730,13 @@ fn mpop_first(
 }
 
 fn zmpop(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
-    let (keys, max, count) = parse_zmpop(args, 1)?;
+    let (keys, max, count) = parse_mpop(args, 1, parse_min_max)?;
     Ok(mpop_first(exec, keys, max, count)?.unwrap_or(Frame::NullArray))
 }
 
 fn bzmpop(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
     let deadline = deadline(exec, &args[1])?;
-    let (keys, max, count) = parse_zmpop(args, 2)?;
+    let (keys, max, count) = parse_mpop(args, 2, parse_min_max)?;
     if let Some(reply) = mpop_first(exec, keys, max, count)? {
         return Ok(reply);
     }
