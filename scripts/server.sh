@@ -3,7 +3,7 @@
 # data in ./data. Any arguments go to `autocache server` (try --help).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-command -v cargo >/dev/null 2>&1 || { echo "cargo (Rust) is required: https://rustup.rs" >&2; exit 1; }
+"$root/scripts/setup.sh"
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/autocache-target}"
 cargo build --release --quiet --manifest-path "$root/Cargo.toml" -p node
 exec "$CARGO_TARGET_DIR/release/autocache" server "$@"
