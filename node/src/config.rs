@@ -33,8 +33,10 @@ pub struct Config {
     pub slowlog_max_len: usize,
     /// Times per second the expiry cycle runs.
     pub hz: u32,
-    /// Number of slot groups the keyspace is split into.
+    /// Number of slot groups the keyspace is split into (each is one raft group).
     pub groups: usize,
+    /// A group snapshots its data, letting it drop older log entries, every this many entries.
+    pub snapshot_every: u64,
     /// Worker threads serving clients (0: one per core minus one, at least one).
     pub threads: usize,
 }
@@ -54,6 +56,7 @@ impl Default for Config {
             slowlog_max_len: 128,
             hz: 10,
             groups: 16,
+            snapshot_every: 10000,
             threads: 0,
         }
     }
@@ -85,6 +88,9 @@ impl Config {
         }
         if !(1..=16384).contains(&self.groups) {
             bail!("groups must be between 1 and 16384");
+        }
+        if self.snapshot_every == 0 {
+            bail!("snapshot-every must be at least 1");
         }
         if self.requirepass.chars().any(|c| c.is_whitespace()) {
             bail!("requirepass must not contain whitespace");

@@ -1,22 +1,27 @@
 //! One client connection: reads requests, runs them, writes replies and pushed messages.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::BytesMut;
+use raft::{AccessError, PendingWrite, Response};
 use resp::{Frame, RequestDecoder};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::pubsub::SUBSCRIBER_BUFFER;
 use crate::server::{unix_ms, Server};
-use crate::session::{Blocked, Outcome, Session};
+use crate::session::{Blocked, Outcome, Proposal, Session, Then};
 use crate::socket::Socket;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
+
+/// Most writes one client keeps in flight before waiting for their replies.
+const MAX_IN_FLIGHT: usize = 1024;
 
 /// Why a connection stops.
 enum Stop {
@@ -45,6 +50,7 @@ pub async fn serve(server: Arc<Server>, socket: TcpStream, peer: SocketAddr) {
         decoder: RequestDecoder::new(),
         push_rx,
         shutdown: server.shutdown_receiver(),
+        in_flight: VecDeque::new(),
     };
     if let Err(error) = conn.run(&mut session).await {
         tracing::debug!(client = info.id, %error, "connection closed with an error");
@@ -60,6 +66,14 @@ struct Connection {
     decoder: RequestDecoder,
     push_rx: mpsc::Receiver<Frame>,
     shutdown: watch::Receiver<bool>,
+    /// This client's proposed writes, oldest first; their replies leave in this order.
+    in_flight: VecDeque<InFlight>,
+}
+
+/// A proposed write awaiting its entry's application (one per group it went to).
+struct InFlight {
+    writes: Vec<Result<PendingWrite, AccessError>>,
+    then: Then,
 }
 
 impl Connection {
@@ -119,8 +133,12 @@ impl Connection {
                     .decode(&mut self.input, &limits, session.authenticated)
                 {
                     Ok(Some(args)) => args,
-                    Ok(None) => return Ok(Ok(())),
+                    // Everything read so far was run: its replies go out with this batch.
+                    Ok(None) => return self.drain(session).await,
                     Err(error) => {
+                        if let Err(stop) = self.drain(session).await? {
+                            return Ok(Err(stop));
+                        }
                         session.server.stats.record_error(&error.reply_text());
                         session.encode(&Frame::error(error.reply_text()), &mut self.output);
                         tracing::debug!(client = session.info.id, %error, "protocol error");
@@ -130,28 +148,39 @@ impl Connection {
             if args.is_empty() {
                 continue;
             }
-            let outcome = session.handle(&mut args);
+            let outcome = loop {
+                session.writes_in_flight = self.in_flight.len();
+                match session.handle(&mut args) {
+                    Outcome::Fence(groups) => {
+                        if let Err(stop) = self.drain(session).await? {
+                            return Ok(Err(stop));
+                        }
+                        match self.fence(session, &groups).await {
+                            Ok(()) => continue,
+                            Err(error) => {
+                                break Outcome::Reply(session.fence_failed(&args, &error))
+                            }
+                        }
+                    }
+                    outcome => break outcome,
+                }
+            };
             self.decoder.recycle(args);
-            match outcome {
-                Outcome::Reply(frame) => session.reply(&frame, &mut self.output),
-                Outcome::Many(frames) => {
-                    for frame in &frames {
-                        session.encode(frame, &mut self.output);
+            if let Outcome::Propose(proposal) = outcome {
+                let blocking = matches!(proposal.then, Then::Blocking(_));
+                self.submit(session, proposal).await;
+                // A blocking command holds back the commands after it, as in Redis.
+                if blocking || self.in_flight.len() >= MAX_IN_FLIGHT {
+                    if let Err(stop) = self.drain(session).await? {
+                        return Ok(Err(stop));
                     }
                 }
-                Outcome::Silent => {}
-                Outcome::Close(frame) => {
-                    if let Some(frame) = frame {
-                        session.reply(&frame, &mut self.output);
-                    }
-                    return Ok(Err(Stop::Closed));
+            } else {
+                if let Err(stop) = self.drain(session).await? {
+                    return Ok(Err(stop));
                 }
-                Outcome::Block(blocked) => {
-                    self.flush(session).await?;
-                    match self.wait_blocked(session, blocked).await? {
-                        Some(frame) => session.reply(&frame, &mut self.output),
-                        None => return Ok(Err(Stop::Closed)),
-                    }
+                if let Err(stop) = self.emit(session, outcome).await? {
+                    return Ok(Err(stop));
                 }
             }
             if self.output.len() > 64 * 1024 {
@@ -160,21 +189,97 @@ impl Connection {
         }
     }
 
+    /// Proposes a write to its groups' logs, in this client's order.
+    async fn submit(&mut self, session: &Session, proposal: Proposal) {
+        let groups = &session.server.groups;
+        let Proposal {
+            groups: targets,
+            request,
+            then,
+        } = proposal;
+        let mut writes = Vec::with_capacity(targets.len());
+        if let Some((&last, others)) = targets.split_last() {
+            for &group in others {
+                writes.push(groups.propose(group, request.clone()).await);
+            }
+            writes.push(groups.propose(last, request).await);
+        }
+        self.in_flight.push_back(InFlight { writes, then });
+    }
+
+    /// Waits for every write in flight and writes their replies, in order.
+    async fn drain(&mut self, session: &mut Session) -> std::io::Result<Result<(), Stop>> {
+        while let Some(in_flight) = self.in_flight.pop_front() {
+            let result = settle(in_flight.writes).await;
+            let outcome = session.complete(in_flight.then, result);
+            if let Err(stop) = self.emit(session, outcome).await? {
+                return Ok(Err(stop));
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// Confirms that this node may serve linearizable reads of `groups` in this batch.
+    async fn fence(&mut self, session: &mut Session, groups: &[u32]) -> Result<(), AccessError> {
+        for &group in groups {
+            session.server.groups.read_fence(group).await?;
+            session.mark_fenced(group);
+        }
+        Ok(())
+    }
+
+    /// Writes what a request produced (waiting first, for a blocked command).
+    async fn emit(
+        &mut self,
+        session: &mut Session,
+        outcome: Outcome,
+    ) -> std::io::Result<Result<(), Stop>> {
+        match outcome {
+            Outcome::Reply(frame) => session.reply(&frame, &mut self.output),
+            Outcome::Many(frames) => {
+                for frame in &frames {
+                    session.encode(frame, &mut self.output);
+                }
+            }
+            Outcome::Silent => {}
+            Outcome::Close(frame) => {
+                if let Some(frame) = frame {
+                    session.reply(&frame, &mut self.output);
+                }
+                return Ok(Err(Stop::Closed));
+            }
+            Outcome::Block(blocked) => {
+                self.flush(session).await?;
+                match self.wait_blocked(session, blocked).await? {
+                    Some(frame) => session.reply(&frame, &mut self.output),
+                    None => return Ok(Err(Stop::Closed)),
+                }
+            }
+            Outcome::Fence(_) | Outcome::Propose(_) => {
+                unreachable!("fences and proposals are handled before emitting")
+            }
+        }
+        Ok(Ok(()))
+    }
+
     /// Waits until a blocked command can run, times out, or the client goes away (None).
     async fn wait_blocked(
         &mut self,
         session: &mut Session,
-        blocked: Blocked,
+        mut blocked: Blocked,
     ) -> std::io::Result<Option<Frame>> {
         let waiter = session.waiter.clone();
-        let deadline = blocked.on.deadline_ms.map(|at| {
+        let deadline = blocked.deadline_ms.map(|at| {
             tokio::time::Instant::now() + Duration::from_millis(at.saturating_sub(unix_ms()))
         });
         session.info.blocked.store(true, Ordering::Relaxed);
         let result = loop {
             tokio::select! {
                 _ = waiter.notified() => {
-                    if let Some(frame) = session.retry_blocked(&blocked) {
+                    let request = session.blocked_request(&blocked);
+                    let write = session.server.groups.propose(blocked.group, request).await;
+                    let result = settle(vec![write]).await;
+                    if let Some(frame) = session.complete_blocked(&mut blocked, result) {
                         break Some(frame);
                     }
                 }
@@ -205,6 +310,23 @@ impl Connection {
         self.output.clear();
         Ok(())
     }
+}
+
+/// The result of a write proposed to one or more groups: the first failure, else the first
+/// group's reply (every group answers alike: FLUSHALL is the only write sent to several).
+async fn settle(writes: Vec<Result<PendingWrite, AccessError>>) -> Result<Response, AccessError> {
+    let mut result = None;
+    for write in writes {
+        let outcome = match write {
+            Ok(pending) => pending.outcome().await,
+            Err(error) => Err(error),
+        };
+        match (&result, outcome) {
+            (None, outcome) | (Some(Ok(_)), outcome @ Err(_)) => result = Some(outcome),
+            _ => {}
+        }
+    }
+    result.unwrap_or(Ok(Response::Nothing))
 }
 
 async fn sleep_or_forever(duration: Option<Duration>) {

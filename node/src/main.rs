@@ -10,6 +10,7 @@ mod cmd;
 mod config;
 mod connection;
 mod pubsub;
+mod route;
 mod server;
 mod session;
 mod slowlog;
@@ -61,6 +62,12 @@ struct ServerArgs {
     /// Worker threads serving clients (0: one per core minus one, at least one).
     #[arg(long)]
     threads: Option<usize>,
+    /// Number of slot groups (raft groups) the 16384 slots are split into.
+    #[arg(long)]
+    groups: Option<usize>,
+    /// Entries between two snapshots of a group.
+    #[arg(long, value_name = "ENTRIES")]
+    snapshot_every: Option<u64>,
 }
 
 impl ServerArgs {
@@ -86,6 +93,12 @@ impl ServerArgs {
         }
         if let Some(n) = self.threads {
             config.threads = n;
+        }
+        if let Some(n) = self.groups {
+            config.groups = n;
+        }
+        if let Some(n) = self.snapshot_every {
+            config.snapshot_every = n;
         }
         config.validate()?;
         Ok(config)

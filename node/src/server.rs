@@ -7,6 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use parking_lot::{Mutex, RwLock};
+use raft::{Groups, GroupsConfig, NodeAddr, Op, Request};
 use tiering::Db;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -25,7 +26,9 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything connections share.
 pub struct Server {
-    pub db: Db,
+    pub db: Arc<Db>,
+    /// The raft groups every write goes through.
+    pub groups: Groups,
     pub config: RwLock<Config>,
     /// Redis settings AutoCache accepts but does not act on (encoding thresholds and such).
     pub ignored_config: Mutex<BTreeMap<String, String>>,
@@ -95,14 +98,30 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         .await
         .with_context(|| format!("listen on {addr}"))?;
     let local_addr = listener.local_addr().context("read listener address")?;
-    let db = Db::new(config.groups);
+    let db = Arc::new(Db::new(config.groups));
     db.config().max_bulk_len.store(
         config.proto_max_bulk_len,
         std::sync::atomic::Ordering::Relaxed,
     );
+    let groups = Groups::start(
+        GroupsConfig {
+            node_id: 1,
+            addr: NodeAddr {
+                client: local_addr.to_string(),
+                raft: String::new(),
+            },
+            groups: config.groups as u32,
+            dir: config.data_dir.join("raft"),
+            snapshot_every: config.snapshot_every,
+        },
+        db.clone(),
+    )
+    .await
+    .context("start the raft groups")?;
     let (shutdown, _) = watch::channel(false);
     let server = Arc::new(Server {
         db,
+        groups,
         config: RwLock::new(config),
         ignored_config: Mutex::new(crate::cmd::config::ignored_defaults()),
         clients: ClientRegistry::default(),
@@ -168,22 +187,39 @@ impl Bound {
         }
         expiry.abort();
         let _ = expiry.await;
+        server.groups.shutdown().await;
         tracing::info!("stopped");
         Ok(())
     }
 }
 
-/// The active expiry cycle: `hz` times a second, removes keys whose deadline passed, within a
-/// small time budget so clients never wait long behind it.
+/// The active expiry cycle: `hz` times a second, proposes the deletion of keys whose deadline
+/// passed, in each group this node leads (followers delete only what their leader proposes).
 async fn expiry_cycle(server: Arc<Server>) {
     const BATCH: usize = 200;
-    const BUDGET: Duration = Duration::from_millis(25);
     loop {
         let hz = server.config.read().hz.max(1);
         tokio::time::sleep(Duration::from_millis(1000 / hz as u64)).await;
-        let started = Instant::now();
-        while server.db.expire_cycle(unix_ms(), BATCH) >= BATCH && started.elapsed() < BUDGET {
-            tokio::task::yield_now().await;
+        for group in 0..server.db.groups() {
+            if !server.groups.is_leader(group as u32) {
+                continue;
+            }
+            let now_ms = unix_ms();
+            let keys = server.db.expired_keys(group, now_ms, BATCH);
+            if keys.is_empty() {
+                continue;
+            }
+            let request = Request {
+                now_ms,
+                seed: 0,
+                op: Op::Expire(keys.iter().map(|k| k.to_vec()).collect()),
+            };
+            // Waited for, so the next round does not propose the same keys again.
+            if let Ok(pending) = server.groups.propose(group as u32, request).await {
+                if let Err(error) = pending.outcome().await {
+                    tracing::debug!(group, %error, "expiry proposal failed");
+                }
+            }
         }
     }
 }

@@ -6,17 +6,19 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
+use raft::{AccessError, Op, Request, Response, WatchedKey};
 use rand::rngs::SmallRng;
 use rand::{RngCore, SeedableRng};
 use resp::command_table::CommandSpec;
 use resp::{CommandTable, Frame, Limits, Proto};
 use tiering::blocking::Waiter;
-use tiering::{Blob, BlockOn, Caller, Db, ExecCtx, WatchFlag};
+use tiering::{Blob, Caller, Db, ExecCtx, Watch};
 use tokio::sync::mpsc;
 
 use crate::client::ClientInfo;
 use crate::cmd;
 use crate::pubsub::Subscriber;
+use crate::route::{self, GroupIds, Route, CROSSSLOT};
 use crate::server::{unix_ms, Server};
 use crate::stats::LocalStats;
 
@@ -32,6 +34,42 @@ pub enum Outcome {
     Close(Option<Frame>),
     /// Wait for a key to change, then retry.
     Block(Blocked),
+    /// Wait for this client's writes in flight, confirm this node may serve reads of these
+    /// groups, then run the command again.
+    Fence(GroupIds),
+    /// Propose a write to these groups' logs; the reply comes when it applies.
+    Propose(Proposal),
+}
+
+/// A write on its way to the log, and what to make of its result.
+pub struct Proposal {
+    /// One group, or every group (FLUSHALL).
+    pub groups: GroupIds,
+    pub request: Request,
+    pub then: Then,
+}
+
+/// How a proposal's result becomes a reply.
+pub enum Then {
+    /// The command's reply is the entry's.
+    Reply {
+        spec: &'static CommandSpec,
+        args: Vec<Bytes>,
+        started: quanta::Instant,
+    },
+    /// A transaction: the entry's replies, merged with those of the server commands it queued.
+    Exec(ExecPlan),
+    /// A blocking command: it may have to wait.
+    Blocking(Blocked),
+}
+
+/// A transaction proposed by EXEC.
+pub struct ExecPlan {
+    exec: &'static CommandSpec,
+    queued: Vec<(&'static CommandSpec, Vec<Bytes>)>,
+    /// The replies of the queued server commands (None for engine commands), in order.
+    local: Vec<Option<Frame>>,
+    started: quanta::Instant,
 }
 
 impl From<Frame> for Outcome {
@@ -44,7 +82,13 @@ impl From<Frame> for Outcome {
 pub struct Blocked {
     pub spec: &'static CommandSpec,
     pub args: Vec<Bytes>,
-    pub on: BlockOn,
+    pub group: u32,
+    /// The keys it waits on (its waiter is queued on each).
+    pub keys: Vec<Blob>,
+    /// When it gives up, in Unix ms (None: never); set by the first attempt.
+    pub deadline_ms: Option<u64>,
+    /// It already waited once (a key of the wrong type then keeps it waiting, as in Redis).
+    pub retrying: bool,
 }
 
 /// CLIENT REPLY's modes.
@@ -73,9 +117,14 @@ pub struct Session {
     pub proto: Proto,
     pub authenticated: bool,
     pub multi: Option<Multi>,
-    pub watch_flag: WatchFlag,
-    /// Watched keys and whether each was already expired when watched.
-    pub watched: Vec<(Blob, bool)>,
+    /// Watched keys, with where their group's log stood when each watch began.
+    pub watched: Vec<Watch>,
+    /// Writes this client has in flight (set by the connection before each request).
+    pub writes_in_flight: usize,
+    /// Groups confirmed readable in this batch (see `Outcome::Fence`), as flags per group and
+    /// as a list to clear them.
+    fenced: Vec<bool>,
+    fenced_list: GroupIds,
     pub channels: HashSet<Bytes>,
     pub patterns: HashSet<Bytes>,
     pub push_tx: mpsc::Sender<Frame>,
@@ -102,14 +151,17 @@ impl Session {
         push_tx: mpsc::Sender<Frame>,
     ) -> Session {
         let authenticated = server.config.read().requirepass.is_empty();
+        let groups = server.db.groups();
         Session {
             server,
             info,
             proto: Proto::Resp2,
             authenticated,
             multi: None,
-            watch_flag: WatchFlag::default(),
             watched: Vec::new(),
+            writes_in_flight: 0,
+            fenced: vec![false; groups],
+            fenced_list: GroupIds::new(),
             channels: HashSet::new(),
             patterns: HashSet::new(),
             push_tx,
@@ -143,6 +195,26 @@ impl Session {
         self.now_ms = unix_ms();
         self.clock = quanta::Instant::now();
         self.info.touch();
+        // A fence covers the requests that arrived before it, so each batch fences anew.
+        for group in self.fenced_list.drain(..) {
+            self.fenced[group as usize] = false;
+        }
+    }
+
+    /// Records that reads of `group` are linearizable for the rest of this batch.
+    pub fn mark_fenced(&mut self, group: u32) {
+        if !std::mem::replace(&mut self.fenced[group as usize], true) {
+            self.fenced_list.push(group);
+        }
+    }
+
+    /// Answers a command whose fence failed: this node cannot serve it now.
+    pub fn fence_failed(&mut self, args: &[Bytes], error: &AccessError) -> Frame {
+        let frame = access_error(error);
+        if let Some(spec) = CommandTable::get().lookup_request(args) {
+            self.record(spec, args, &Outcome::Reply(frame.clone()));
+        }
+        frame
     }
 
     /// Ends a batch: publishes the counters it gathered.
@@ -283,29 +355,149 @@ impl Session {
 
     /// Runs a command that passed every check, recording its statistics.
     fn call(&mut self, spec: &'static CommandSpec, args: &mut Vec<Bytes>) -> Outcome {
+        match route::route(&self.server.db, spec, args) {
+            // Replies leave in request order, and a read must see this client's writes.
+            Route::Local | Route::Read(_) if self.writes_in_flight > 0 => {
+                return Outcome::Fence(GroupIds::new())
+            }
+            Route::Read(groups) => {
+                let raft = &self.server.groups;
+                let unfenced: GroupIds = groups
+                    .into_iter()
+                    .filter(|&g| !self.fenced[g as usize] && !raft.reads_are_local(g))
+                    .collect();
+                if !unfenced.is_empty() {
+                    return Outcome::Fence(unfenced);
+                }
+            }
+            Route::Local => {}
+            Route::Write(group) => return self.propose(spec, args, smallvec::smallvec![group]),
+            Route::WriteAll => {
+                let all = (0..self.server.db.groups() as u32).collect();
+                return self.propose(spec, args, all);
+            }
+            Route::CrossSlot => return self.reject(Some(spec), CROSSSLOT.into()),
+            Route::Refused(text) => return self.reject(Some(spec), text.into()),
+        }
         let outcome = if Db::handles(spec) {
             let ctx = self.exec_ctx();
-            let caller = Caller {
-                in_multi: false,
-                waiter: Some(&self.waiter),
-            };
-            let executed = self.server.db.execute(spec, args, ctx, &caller);
-            match executed.block {
-                // Recorded when it finally runs.
-                Some(on) => {
-                    return Outcome::Block(Blocked {
-                        spec,
-                        args: std::mem::take(args),
-                        on,
-                    })
-                }
-                None => Outcome::Reply(executed.reply),
-            }
+            Outcome::Reply(
+                self.server
+                    .db
+                    .execute(spec, args, ctx, &Caller::default())
+                    .reply,
+            )
         } else {
             cmd::run(self, spec, args)
         };
-        self.record(spec, args, &outcome);
+        if !matches!(outcome, Outcome::Propose(_) | Outcome::Fence(_)) {
+            self.record(spec, args, &outcome);
+        }
         outcome
+    }
+
+    /// Turns a write command into a proposal to `groups`.
+    fn propose(
+        &mut self,
+        spec: &'static CommandSpec,
+        args: &mut Vec<Bytes>,
+        groups: GroupIds,
+    ) -> Outcome {
+        let request = self.request(Op::Command(args.iter().map(|a| a.to_vec()).collect()));
+        let then = if spec.has_flag("blocking") {
+            let keys: Vec<Blob> = spec
+                .key_positions(args)
+                .unwrap_or_default()
+                .iter()
+                .map(|k| Blob::new(&args[k.index]))
+                .collect();
+            // Queued before the first attempt: a push that lands after it wakes this client.
+            self.server.db.blocking().register(&self.waiter, &keys);
+            Then::Blocking(Blocked {
+                spec,
+                args: std::mem::take(args),
+                group: groups[0],
+                keys,
+                deadline_ms: None,
+                retrying: false,
+            })
+        } else {
+            Then::Reply {
+                spec,
+                args: std::mem::take(args),
+                started: quanta::Instant::now(),
+            }
+        };
+        Outcome::Propose(Proposal {
+            groups,
+            request,
+            then,
+        })
+    }
+
+    /// A log entry of `op`, with this batch's clock and a fresh seed.
+    fn request(&mut self, op: Op) -> Request {
+        Request {
+            now_ms: self.now_ms,
+            seed: self.rng.next_u64(),
+            op,
+        }
+    }
+
+    /// The entry a blocked command proposes again after a wake-up.
+    pub fn blocked_request(&mut self, blocked: &Blocked) -> Request {
+        self.now_ms = unix_ms();
+        self.request(Op::Command(
+            blocked.args.iter().map(|a| a.to_vec()).collect(),
+        ))
+    }
+
+    /// Turns the result of a proposal into what the connection does next.
+    pub fn complete(&mut self, then: Then, result: Result<Response, AccessError>) -> Outcome {
+        match then {
+            Then::Reply {
+                spec,
+                args,
+                started,
+            } => {
+                let outcome = Outcome::Reply(reply_of(result));
+                self.record_micros(spec, &args, &outcome, micros_since(started));
+                outcome
+            }
+            Then::Exec(plan) => self.complete_exec(plan, result),
+            Then::Blocking(mut blocked) => match self.complete_blocked(&mut blocked, result) {
+                Some(frame) => Outcome::Reply(frame),
+                None => Outcome::Block(blocked),
+            },
+        }
+    }
+
+    /// The reply of a blocking command's attempt, or None if it must wait.
+    pub fn complete_blocked(
+        &mut self,
+        blocked: &mut Blocked,
+        result: Result<Response, AccessError>,
+    ) -> Option<Frame> {
+        if let Ok(Response::WouldBlock { deadline_ms }) = &result {
+            if !blocked.retrying {
+                blocked.deadline_ms = *deadline_ms;
+            }
+            blocked.retrying = true;
+            return None;
+        }
+        let frame = reply_of(result);
+        // Like Redis 7.0, a blocked client whose key changed type keeps waiting.
+        if blocked.retrying && matches!(&frame, Frame::Error(text) if text.starts_with("WRONGTYPE"))
+        {
+            return None;
+        }
+        self.unblock(blocked);
+        let outcome = Outcome::Reply(frame);
+        self.record_micros(blocked.spec, &blocked.args, &outcome, 0);
+        match outcome {
+            Outcome::Reply(frame) => Some(frame),
+            _ => unreachable!("constructed as a reply"),
+        }
     }
 
     /// Records a command that ran: its time since the previous command ended (or the batch
@@ -314,6 +506,17 @@ impl Session {
         let now = quanta::Instant::now();
         let micros = now.duration_since(self.clock).as_micros() as u64;
         self.clock = now;
+        self.record_micros(spec, args, outcome, micros);
+    }
+
+    /// Records a command that took `micros`.
+    fn record_micros(
+        &mut self,
+        spec: &CommandSpec,
+        args: &[Bytes],
+        outcome: &Outcome,
+        micros: u64,
+    ) {
         let error = match outcome {
             Outcome::Reply(Frame::Error(text)) | Outcome::Close(Some(Frame::Error(text))) => {
                 Some(text)
@@ -334,51 +537,21 @@ impl Session {
         }
     }
 
-    /// Retries a blocked command after a wake-up; None if it must keep waiting.
-    pub fn retry_blocked(&mut self, blocked: &Blocked) -> Option<Frame> {
-        self.begin_batch();
-        let ctx = self.exec_ctx();
-        let caller = Caller {
-            in_multi: false,
-            waiter: Some(&self.waiter),
-        };
-        let executed = self
-            .server
-            .db
-            .execute(blocked.spec, &blocked.args, ctx, &caller);
-        if executed.block.is_some() {
-            return None;
-        }
-        // Like Redis 7.0, a blocked client whose key changed type keeps waiting.
-        if matches!(&executed.reply, Frame::Error(text) if text.starts_with("WRONGTYPE")) {
-            return None;
-        }
-        let outcome = Outcome::Reply(executed.reply);
-        self.record(blocked.spec, &blocked.args, &outcome);
-        self.end_batch();
-        match outcome {
-            Outcome::Reply(frame) => Some(frame),
-            _ => None,
-        }
-    }
-
     /// Leaves the queues of a blocking command (served, timed out or disconnected).
     pub fn unblock(&mut self, blocked: &Blocked) {
         self.server
             .db
             .blocking()
-            .unregister(&self.waiter, &blocked.on.keys);
+            .unregister(&self.waiter, &blocked.keys);
     }
 
     /// Drops every WATCH.
     pub fn unwatch_all(&mut self) {
-        for (key, _) in self.watched.drain(..) {
-            self.server.db.unwatch(&key, &self.watch_flag);
-        }
-        self.watch_flag = WatchFlag::default();
+        self.watched.clear();
     }
 
-    /// Runs the queued transaction.
+    /// Runs the queued transaction: one log entry of its group, holding its engine commands
+    /// and its watches.
     pub fn exec(&mut self) -> Outcome {
         let Some(multi) = self.multi.take() else {
             return Frame::error("ERR EXEC without MULTI").into();
@@ -389,45 +562,106 @@ impl Session {
             return Frame::error("EXECABORT Transaction discarded because of previous errors.")
                 .into();
         }
-        let engine: Vec<(&CommandSpec, &[Bytes])> = multi
+        let db = &self.server.db;
+        let mut groups: GroupIds = multi
             .queued
             .iter()
             .filter(|(spec, _)| Db::handles(spec))
-            .map(|(spec, args)| (*spec, args.as_slice()))
+            .flat_map(|(spec, args)| db.groups_of(spec, args))
+            .map(|g| g as u32)
+            .chain(
+                self.watched
+                    .iter()
+                    .map(|w| db.group_of_slot(tiering::slot_of(&w.key)) as u32),
+            )
             .collect();
-        let watches: Vec<(Blob, WatchFlag, bool)> = self
-            .watched
-            .iter()
-            .map(|(key, expired)| (key.clone(), self.watch_flag.clone(), *expired))
-            .collect();
-        let ctx = self.exec_ctx();
-        let engine_replies = self.server.db.execute_multi(&engine, &watches, ctx);
-        self.unwatch_all();
-        let Some(engine_replies) = engine_replies else {
-            return Frame::NullArray.into();
-        };
-        let mut engine_replies = engine_replies.into_iter();
-        let mut replies = Vec::with_capacity(multi.queued.len());
-        for (spec, args) in &multi.queued {
-            let reply = if Db::handles(spec) {
-                let reply = engine_replies.next().expect("one reply per engine command");
-                let outcome = Outcome::Reply(reply);
-                self.record(spec, args, &outcome);
-                match outcome {
-                    Outcome::Reply(frame) => frame,
-                    _ => unreachable!("constructed as a reply"),
-                }
-            } else {
-                match self.call(spec, &mut args.clone()) {
-                    Outcome::Reply(frame) | Outcome::Close(Some(frame)) => frame,
-                    Outcome::Many(frames) => Frame::Array(frames),
-                    Outcome::Silent | Outcome::Close(None) => Frame::ok(),
-                    Outcome::Block(_) => Frame::NullArray,
-                }
-            };
-            replies.push(reply);
+        groups.sort_unstable();
+        groups.dedup();
+        if groups.len() > 1 {
+            self.unwatch_all();
+            return Frame::error(CROSSSLOT).into();
         }
-        Frame::Array(replies).into()
+        let exec = CommandTable::get()
+            .lookup(b"exec")
+            .expect("EXEC is in the command table");
+        let local: Vec<Option<Frame>> = multi
+            .queued
+            .iter()
+            .map(|(spec, args)| (!Db::handles(spec)).then(|| self.run_queued(spec, args)))
+            .collect();
+        let watches = std::mem::take(&mut self.watched)
+            .into_iter()
+            .map(|w| WatchedKey {
+                key: w.key.to_vec(),
+                expired: w.expired,
+                applied: w.applied,
+            })
+            .collect();
+        let plan = ExecPlan {
+            exec,
+            local,
+            queued: multi.queued,
+            started: quanta::Instant::now(),
+        };
+        let Some(&group) = groups.first() else {
+            // Nothing to apply: only server commands, no watches.
+            return self.complete_exec(plan, Ok(Response::Reply(Frame::Array(Vec::new()))));
+        };
+        let commands = plan
+            .queued
+            .iter()
+            .filter(|(spec, _)| Db::handles(spec))
+            .map(|(_, args)| args.iter().map(|a| a.to_vec()).collect())
+            .collect();
+        let request = self.request(Op::Transaction { commands, watches });
+        Outcome::Propose(Proposal {
+            groups: smallvec::smallvec![group],
+            request,
+            then: Then::Exec(plan),
+        })
+    }
+
+    /// Runs a server command queued in a transaction.
+    fn run_queued(&mut self, spec: &'static CommandSpec, args: &[Bytes]) -> Frame {
+        let outcome = cmd::run(self, spec, args);
+        self.record(spec, args, &outcome);
+        match outcome {
+            Outcome::Reply(frame) | Outcome::Close(Some(frame)) => frame,
+            Outcome::Many(frames) => Frame::Array(frames),
+            Outcome::Silent | Outcome::Close(None) => Frame::ok(),
+            Outcome::Block(_) | Outcome::Fence(_) | Outcome::Propose(_) => Frame::NullArray,
+        }
+    }
+
+    /// Merges a transaction's applied replies with those of its server commands.
+    fn complete_exec(&mut self, plan: ExecPlan, result: Result<Response, AccessError>) -> Outcome {
+        let frame = match reply_of(result) {
+            Frame::Array(engine_replies) => {
+                let mut engine_replies = engine_replies.into_iter();
+                let mut replies = Vec::with_capacity(plan.queued.len());
+                for ((spec, args), local) in plan.queued.iter().zip(plan.local) {
+                    let reply = match local {
+                        Some(frame) => frame,
+                        None => {
+                            let outcome =
+                                Outcome::Reply(engine_replies.next().unwrap_or(Frame::NullArray));
+                            self.record_micros(spec, args, &outcome, 0);
+                            match outcome {
+                                Outcome::Reply(frame) => frame,
+                                _ => unreachable!("constructed as a reply"),
+                            }
+                        }
+                    };
+                    replies.push(reply);
+                }
+                Frame::Array(replies)
+            }
+            // Aborted by a watch, or failed as a whole.
+            other => other,
+        };
+        let outcome = Outcome::Reply(frame);
+        self.record_micros(plan.exec, &[], &outcome, micros_since(plan.started));
+        outcome
     }
 
     /// Releases everything the session holds: subscriptions, watches, its client record.
@@ -440,6 +674,33 @@ impl Session {
             self.server.pubsub.punsubscribe(&pattern, self.info.id);
         }
     }
+}
+
+/// The reply a client gets for the result of its write.
+fn reply_of(result: Result<Response, AccessError>) -> Frame {
+    match result {
+        Ok(Response::Reply(frame)) => frame,
+        Ok(Response::WouldBlock { .. }) | Ok(Response::Nothing) => Frame::NullArray,
+        Err(error) => access_error(&error),
+    }
+}
+
+/// The error reply for a write or read this node could not serve. The prefix tells the
+/// client whether a write certainly did not apply (CLUSTERDOWN) or may have (UNCERTAIN).
+pub fn access_error(error: &AccessError) -> Frame {
+    match error {
+        AccessError::NotLeader { .. } => Frame::error(
+            "CLUSTERDOWN The slot group has no leader on this node; the command was not applied",
+        ),
+        AccessError::Uncertain(reason) => Frame::error(format!(
+            "UNCERTAIN The write may or may not have been applied: {}",
+            sanitize(reason)
+        )),
+    }
+}
+
+fn micros_since(started: quanta::Instant) -> u64 {
+    quanta::Instant::now().duration_since(started).as_micros() as u64
 }
 
 fn allowed_in_pubsub(name: &str) -> bool {

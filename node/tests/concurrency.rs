@@ -66,16 +66,20 @@ fn blocking_timeout_returns_null() {
 fn blmove_and_bzpopmin_wake_up() {
     let server = start_autocache();
     let mut mover = server.client();
-    send(&mut mover, &["BLMOVE", "src", "dst", "LEFT", "RIGHT", "5"]);
+    // A hash tag keeps both keys in one slot, so one log entry can move between them.
+    send(
+        &mut mover,
+        &["BLMOVE", "{m}src", "{m}dst", "LEFT", "RIGHT", "5"],
+    );
     let mut popper = server.client();
     send(&mut popper, &["BZPOPMIN", "z", "5"]);
     std::thread::sleep(Duration::from_millis(100));
     let mut writer = server.client();
-    writer.cmd(&["RPUSH", "src", "x"]);
+    writer.cmd(&["RPUSH", "{m}src", "x"]);
     writer.cmd(&["ZADD", "z", "1.5", "m"]);
     assert_eq!(read(&mut mover), bulk("x"));
     assert_eq!(
-        writer.cmd(&["LRANGE", "dst", "0", "-1"]),
+        writer.cmd(&["LRANGE", "{m}dst", "0", "-1"]),
         Frame::Array(vec![bulk("x")])
     );
     assert_eq!(
@@ -213,4 +217,71 @@ fn client_reply_off_and_skip() {
     send(&mut client, &["GET", "a"]);
     send(&mut client, &["GET", "a"]);
     assert_eq!(read(&mut client), bulk("1"));
+}
+
+#[test]
+fn writes_across_slot_groups_are_refused_reads_are_not() {
+    let server = start_autocache();
+    let mut client = server.client();
+    // "a" and "b" hash to slots 15495 and 3300: different groups of the default 16.
+    assert_eq!(
+        client.cmd(&["MSET", "a", "1", "b", "2"]),
+        Frame::error("CROSSSLOT Keys in request don't hash to the same slot")
+    );
+    assert_eq!(
+        client.cmd(&["EXISTS", "a", "b"]),
+        Frame::Integer(0),
+        "nothing applied"
+    );
+    assert_eq!(client.cmd(&["MSET", "{t}a", "1", "{t}b", "2"]), Frame::ok());
+    assert_eq!(client.cmd(&["SET", "b", "3"]), Frame::ok());
+    assert_eq!(
+        client.cmd(&["MGET", "{t}a", "b", "{t}b"]),
+        Frame::Array(vec![bulk("1"), bulk("3"), bulk("2")])
+    );
+    // A transaction is one entry of one group: its keys and watches must share it.
+    client.cmd(&["WATCH", "b"]);
+    client.cmd(&["MULTI"]);
+    client.cmd(&["INCR", "{t}a"]);
+    assert_eq!(
+        client.cmd(&["EXEC"]),
+        Frame::error("CROSSSLOT Keys in request don't hash to the same slot")
+    );
+    assert_eq!(client.cmd(&["GET", "{t}a"]), bulk("1"));
+    client.cmd(&["MULTI"]);
+    client.cmd(&["INCR", "{t}a"]);
+    client.cmd(&["GET", "{t}b"]);
+    assert_eq!(
+        client.cmd(&["EXEC"]),
+        Frame::Array(vec![Frame::Integer(2), bulk("2")])
+    );
+    // FLUSHALL reaches every group.
+    assert_eq!(client.cmd(&["FLUSHALL"]), Frame::ok());
+    assert_eq!(client.cmd(&["DBSIZE"]), Frame::Integer(0));
+}
+
+#[test]
+fn pipelined_writes_and_reads_answer_in_order() {
+    let server = start_autocache();
+    let mut client = server.client();
+    let mut batch = Vec::new();
+    for i in 0..500 {
+        batch.extend(RawClient::encode(&[
+            b"SET",
+            format!("k{i}").as_bytes(),
+            format!("{i}").as_bytes(),
+        ]));
+        batch.extend(RawClient::encode(&[b"GET", format!("k{i}").as_bytes()]));
+        batch.extend(RawClient::encode(&[b"INCR", b"counter"]));
+    }
+    client.send_raw(&batch);
+    for i in 0..500 {
+        assert_eq!(read(&mut client), Frame::ok());
+        assert_eq!(
+            read(&mut client),
+            bulk(&i.to_string()),
+            "a read sees the write before it"
+        );
+        assert_eq!(read(&mut client), Frame::Integer(i + 1));
+    }
 }

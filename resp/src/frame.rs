@@ -7,7 +7,7 @@ use bytes::Bytes;
 /// RESP2 clients get the same frame down-converted by [`crate::encode`]: maps and sets become
 /// flat arrays, doubles become bulk strings, booleans become integers, and both nulls become the
 /// RESP2 null of their kind (`$-1` or `*-1`), exactly as Redis does.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Frame {
     /// `+OK`
     Simple(Cow<'static, str>),

@@ -1,6 +1,6 @@
 //! The engine's front door: routes a command to the keyspaces it touches, locks them, runs it.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -13,8 +13,9 @@ use crate::blob::Blob;
 use crate::blocking::{Blocking, Waiter};
 use crate::cmd::{self, LockScope};
 use crate::exec::{BlockOn, Exec, ExecCtx, Locked};
-use crate::keyspace::{Keyspace, KeyspaceStats, WatchFlag};
+use crate::keyspace::{Keyspace, KeyspaceStats};
 use crate::slot::{slot_of, Slot, SLOT_COUNT};
+use crate::snapshot::{self, SnapshotError};
 
 /// Settings the engine reads while it runs; CONFIG SET changes them live.
 #[derive(Debug)]
@@ -46,6 +47,16 @@ pub struct Caller<'a> {
     pub in_multi: bool,
     /// The client's waiter, queued on the keys if the command blocks.
     pub waiter: Option<&'a Arc<Waiter>>,
+}
+
+/// A WATCH: EXEC fails if the key changed after the watch began (or expired since).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Watch {
+    pub key: Blob,
+    /// The key was already logically expired when watched (so its expiry is no change).
+    pub expired: bool,
+    /// The last log index its group had applied when the watch began.
+    pub applied: u64,
 }
 
 /// The whole keyspace of a node: one [`Keyspace`] per slot group, each behind its own lock.
@@ -117,6 +128,15 @@ impl Db {
         cmd::lookup_spec(spec).is_some()
     }
 
+    /// The groups whose keyspaces a command reads: those of its keys, or every group for a
+    /// command over the whole keyspace or whose keys cannot be found.
+    pub fn groups_of(&self, spec: &CommandSpec, args: &[Bytes]) -> SmallVec<[usize; 4]> {
+        match cmd::lookup_spec(spec) {
+            Some(def) => self.groups_for(def.locks, spec, args),
+            None => SmallVec::new(),
+        }
+    }
+
     /// Runs one command. `spec` must be the command table's entry for `args`, arity checked.
     pub fn execute(
         &self,
@@ -137,12 +157,37 @@ impl Db {
         self.finish(exec, reply, caller)
     }
 
+    /// Runs one command of a replicated group's log: like [`Db::execute`], but a command over
+    /// the whole keyspace (FLUSHALL) covers only `group`, as each group's log carries its own
+    /// copy of it.
+    pub fn execute_in_group(
+        &self,
+        group: usize,
+        spec: &CommandSpec,
+        args: &[Bytes],
+        ctx: ExecCtx,
+    ) -> Executed {
+        let Some(def) = cmd::lookup_spec(spec) else {
+            return Executed {
+                reply: Frame::error(format!("ERR unknown command '{}'", spec.name)),
+                block: None,
+            };
+        };
+        let groups = match def.locks {
+            LockScope::All => smallvec::smallvec![group],
+            LockScope::Keys => self.groups_for(def.locks, spec, args),
+        };
+        let mut exec = Exec::new(self.lock(&groups), self, ctx, false);
+        let reply = (def.handler)(&mut exec, args).unwrap_or_else(|e| e.to_frame());
+        self.finish(exec, reply, &Caller::default())
+    }
+
     /// Runs a transaction's commands as one atomic step, unless a watched key changed (then
     /// returns None, and nothing ran).
     pub fn execute_multi(
         &self,
         commands: &[(&CommandSpec, &[Bytes])],
-        watches: &[(Blob, WatchFlag, bool)],
+        watches: &[Watch],
         ctx: ExecCtx,
     ) -> Option<Vec<Frame>> {
         let mut groups: SmallVec<[usize; 4]> = SmallVec::new();
@@ -152,21 +197,22 @@ impl Db {
             };
             groups.extend(self.groups_for(def.locks, spec, args));
         }
-        for (key, _, _) in watches {
-            groups.push(self.group_of_slot(slot_of(key)));
+        for watch in watches {
+            groups.push(self.group_of_slot(slot_of(&watch.key)));
         }
         groups.sort_unstable();
         groups.dedup();
         let locked = self.lock(&groups);
         // Checked under the locks, so no write can land between the check and the commands.
-        let dirty = watches.iter().any(|(key, flag, expired_at_watch)| {
+        let dirty = watches.iter().any(|watch| {
             let ks = &locked
                 .guards
                 .iter()
-                .find(|(g, _)| *g == self.group_of_slot(slot_of(key)))
+                .find(|(g, _)| *g == self.group_of_slot(slot_of(&watch.key)))
                 .expect("watched keyspace locked")
                 .1;
-            flag.load(Ordering::Acquire) || (!expired_at_watch && ks.is_expired(key, ctx.now_ms))
+            ks.changed_since(&watch.key, watch.applied)
+                || (!watch.expired && ks.is_expired(&watch.key, ctx.now_ms))
         });
         if dirty {
             return None;
@@ -193,18 +239,26 @@ impl Db {
         result
     }
 
-    /// Registers a WATCH on `key`; returns whether the key was already logically expired.
-    pub fn watch(&self, key: &[u8], flag: WatchFlag, now_ms: u64) -> bool {
-        let mut ks = self.keyspaces[self.group_of_slot(slot_of(key))].lock();
-        ks.watch(key, flag);
-        ks.is_expired(key, now_ms)
+    /// Starts a WATCH of `key`: where its group's log stands, and whether the key is already
+    /// logically expired.
+    pub fn watch(&self, key: &[u8], now_ms: u64) -> Watch {
+        let ks = self.keyspaces[self.group_of_slot(slot_of(key))].lock();
+        Watch {
+            key: Blob::new(key),
+            expired: ks.is_expired(key, now_ms),
+            applied: ks.applied_index(),
+        }
     }
 
-    /// Drops a WATCH on `key`.
-    pub fn unwatch(&self, key: &[u8], flag: &WatchFlag) {
-        self.keyspaces[self.group_of_slot(slot_of(key))]
-            .lock()
-            .unwatch(key, flag);
+    /// Starts applying log entry `index` of `group`: the changes it makes are recorded under it
+    /// (for WATCH).
+    pub fn begin_apply(&self, group: usize, index: u64) {
+        self.keyspaces[group].lock().begin_apply(index);
+    }
+
+    /// Records that log entry `index` of `group` was applied.
+    pub fn end_apply(&self, group: usize, index: u64) {
+        self.keyspaces[group].lock().end_apply(index);
     }
 
     /// Number of keys in each keyspace (expired ones not yet removed included), and of those
@@ -216,16 +270,36 @@ impl Db {
         })
     }
 
-    /// Removes up to `limit` expired keys from each keyspace; returns how many were removed.
-    /// This is the active expiry cycle's work: one node deletes by its own clock; a replicated
-    /// leader would propose these deletions instead.
-    pub fn expire_cycle(&self, now_ms: u64, limit: usize) -> usize {
+    /// Dumps one slot group's keys (a raft snapshot of the group).
+    pub fn dump_group(&self, group: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        snapshot::dump(&self.keyspaces[group].lock(), &mut out);
+        out
+    }
+
+    /// Replaces one slot group's keys with a dump taken at log index `index`.
+    pub fn load_group(&self, group: usize, bytes: &[u8], index: u64) -> Result<(), SnapshotError> {
+        let mut ks = self.keyspaces[group].lock();
+        snapshot::load(&mut ks, bytes)?;
+        ks.reset_changes(index);
+        Ok(())
+    }
+
+    /// Up to `limit` keys of `group` whose deadline passed at `now_ms` (left in place: a
+    /// replicated leader proposes their deletion).
+    pub fn expired_keys(&self, group: usize, now_ms: u64, limit: usize) -> Vec<Blob> {
+        self.keyspaces[group].lock().expired_keys(now_ms, limit)
+    }
+
+    /// Removes each of `keys` that is expired at `now_ms`; returns how many were removed. This
+    /// is how a replicated group applies the deletions its leader proposes.
+    pub fn remove_expired(&self, keys: &[Vec<u8>], now_ms: u64) -> usize {
         let mut removed = 0;
-        for ks in self.keyspaces.iter() {
-            let mut ks = ks.lock();
-            for key in ks.expired_keys(now_ms, limit) {
-                ks.remove(&key);
-                ks.touch(&key);
+        for key in keys {
+            let mut ks = self.keyspaces[self.group_of_slot(slot_of(key))].lock();
+            if ks.is_expired(key, now_ms) {
+                ks.remove(key);
+                ks.touch(key);
                 ks.stats.expired += 1;
                 removed += 1;
             }

@@ -1,10 +1,9 @@
-//! The keys of one slot group: one hash table per slot, the expiry index, and WATCH flags.
+//! The keys of one slot group: one hash table per slot, the expiry index, and the change log
+//! WATCH checks against.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::hash::BuildHasher;
 use std::ops::Range;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 
 use hashbrown::HashTable;
 use rand::Rng;
@@ -54,8 +53,10 @@ impl std::ops::AddAssign for KeyspaceStats {
     }
 }
 
-/// Set by the keyspace when a watched key changes; read by EXEC.
-pub type WatchFlag = Arc<AtomicBool>;
+/// Buckets of the change index (a power of two). A bucket records the latest change to any of
+/// its keys, so a WATCH can fail spuriously when another key of its bucket changed: one in 4096
+/// per change, and Redis clients retry aborted transactions anyway.
+const CHANGE_BUCKETS: usize = 4096;
 
 /// Slots per hash table: a chunk of 16 adjacent slots shares one table.
 ///
@@ -88,7 +89,15 @@ pub struct Keyspace {
     len: usize,
     /// (deadline, key) of every key with a deadline, earliest first.
     volatile: BTreeSet<(u64, Blob)>,
-    watched: HashMap<Blob, Vec<WatchFlag>>,
+    /// Per bucket of keys: the log index of the latest entry that changed one of them.
+    changes: Box<[u64]>,
+    /// Changes at or before this index are not in `changes` (the keyspace was loaded from a
+    /// snapshot taken there), so a WATCH from before it must fail.
+    change_horizon: u64,
+    /// The log index of the entry being applied: what `touch` records.
+    applying: u64,
+    /// The log index of the last entry applied completely.
+    applied: u64,
     hasher: Hasher,
     /// Counters for INFO.
     pub stats: KeyspaceStats,
@@ -109,7 +118,10 @@ impl Keyspace {
             tables,
             len: 0,
             volatile: BTreeSet::new(),
-            watched: HashMap::new(),
+            changes: vec![0; CHANGE_BUCKETS].into_boxed_slice(),
+            change_horizon: 0,
+            applying: 0,
+            applied: 0,
             hasher: Hasher::default(),
             stats: KeyspaceStats::default(),
         }
@@ -275,6 +287,11 @@ impl Keyspace {
         self.slot_counts[slot - self.slots.start] as usize
     }
 
+    /// Every stored entry, expired ones not yet removed included (for snapshots).
+    pub fn raw_entries(&self) -> impl Iterator<Item = &Entry> {
+        self.tables.iter().flat_map(|t| t.iter()).map(|e| &**e)
+    }
+
     /// Every live entry.
     pub fn entries(&self, now_ms: u64) -> impl Iterator<Item = &Entry> {
         self.tables
@@ -306,15 +323,12 @@ impl Keyspace {
         self.entries(now_ms).next()
     }
 
-    /// Removes every key, flagging watchers of the keys that existed.
+    /// Removes every key, recording the change of each for WATCH.
     pub fn clear(&mut self) {
-        if !self.watched.is_empty() {
-            let keys: Vec<Blob> = self.watched.keys().cloned().collect();
-            for key in keys {
-                if self.contains_raw(&key) {
-                    self.touch(&key);
-                }
-            }
+        if self.len > 0 {
+            // Every bucket holding a key changed; stamping them all is cheaper than finding them.
+            let applying = self.applying;
+            self.changes.iter_mut().for_each(|c| *c = applying);
         }
         for table in &mut self.tables {
             *table = HashTable::new();
@@ -324,31 +338,44 @@ impl Keyspace {
         self.len = 0;
     }
 
-    /// Registers a WATCH on `key`.
-    pub fn watch(&mut self, key: &[u8], flag: WatchFlag) {
-        self.watched.entry(Blob::new(key)).or_default().push(flag);
-    }
-
-    /// Drops a WATCH on `key`.
-    pub fn unwatch(&mut self, key: &[u8], flag: &WatchFlag) {
-        if let Some(flags) = self.watched.get_mut(key) {
-            flags.retain(|f| !Arc::ptr_eq(f, flag));
-            if flags.is_empty() {
-                self.watched.remove(key);
-            }
-        }
-    }
-
-    /// Marks `key` as modified: every client watching it will fail its EXEC.
+    /// Marks `key` as changed by the entry being applied: a WATCH of it from before that entry
+    /// fails.
     pub fn touch(&mut self, key: &[u8]) {
-        if self.watched.is_empty() {
-            return;
-        }
-        if let Some(flags) = self.watched.get(key) {
-            for flag in flags {
-                flag.store(true, Ordering::Release);
-            }
-        }
+        let bucket = self.change_bucket(key);
+        self.changes[bucket] = self.applying;
+    }
+
+    /// Returns true if `key` may have changed after log index `index`.
+    pub fn changed_since(&self, key: &[u8], index: u64) -> bool {
+        index < self.change_horizon || self.changes[self.change_bucket(key)] > index
+    }
+
+    /// Starts applying log entry `index`: the changes it makes are recorded under it.
+    pub fn begin_apply(&mut self, index: u64) {
+        self.applying = index;
+    }
+
+    /// Records that log entry `index` was applied completely.
+    pub fn end_apply(&mut self, index: u64) {
+        self.applied = index;
+    }
+
+    /// The log index of the last entry applied completely (where a WATCH starts).
+    pub fn applied_index(&self) -> u64 {
+        self.applied
+    }
+
+    /// Forgets recorded changes: the keyspace was just loaded from a snapshot of log index
+    /// `index`, and what changed before it is unknown.
+    pub fn reset_changes(&mut self, index: u64) {
+        self.changes.iter_mut().for_each(|c| *c = 0);
+        self.change_horizon = index;
+        self.applying = index;
+        self.applied = index;
+    }
+
+    fn change_bucket(&self, key: &[u8]) -> usize {
+        self.hasher.hash_one(key) as usize & (CHANGE_BUCKETS - 1)
     }
 }
 
@@ -429,14 +456,32 @@ mod tests {
     }
 
     #[test]
-    fn watch_flags_fire_on_touch_and_clear() {
+    fn changes_are_recorded_by_log_index() {
         let mut ks = Keyspace::new(0..SLOT_COUNT);
-        let flag = WatchFlag::default();
+        ks.begin_apply(7);
         ks.insert(b"a", string("1"), 0);
-        ks.watch(b"a", flag.clone());
-        ks.touch(b"b");
-        assert!(!flag.load(Ordering::Acquire));
+        ks.touch(b"a");
+        ks.end_apply(7);
+        assert_eq!(ks.applied_index(), 7);
+        assert!(ks.changed_since(b"a", 6));
+        assert!(
+            !ks.changed_since(b"a", 7),
+            "a watch taken after entry 7 saw its change"
+        );
+        // The other buckets did not change (one key in 4096 would collide with "a").
+        let untouched = (0..100)
+            .map(|i| format!("k{i}"))
+            .filter(|k| !ks.changed_since(k.as_bytes(), 6))
+            .count();
+        assert!(untouched >= 95, "{untouched}");
+        ks.begin_apply(9);
         ks.clear();
-        assert!(flag.load(Ordering::Acquire));
+        assert!(ks.changed_since(b"k1", 8));
+        ks.reset_changes(20);
+        assert!(
+            ks.changed_since(b"zz", 19),
+            "before the snapshot nothing is known"
+        );
+        assert!(!ks.changed_since(b"a", 20));
     }
 }

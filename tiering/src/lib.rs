@@ -34,15 +34,17 @@ pub mod keyspace;
 pub mod long_double;
 /// Hash slots.
 pub mod slot;
+/// A keyspace as bytes, for snapshots.
+pub mod snapshot;
 /// Stored values.
 pub mod value;
 /// The sorted set structure.
 pub mod zset;
 
 pub use blob::Blob;
-pub use db::{Caller, Db, Executed};
+pub use db::{Caller, Db, Executed, Watch};
 pub use error::{CommandError, CommandResult};
 pub use exec::{BlockOn, Exec, ExecCtx};
-pub use keyspace::{Keyspace, WatchFlag};
+pub use keyspace::Keyspace;
 pub use slot::{slot_of, Slot, SLOT_COUNT};
 pub use value::Value;

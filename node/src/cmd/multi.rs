@@ -4,7 +4,6 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use resp::Frame;
-use tiering::Blob;
 
 use crate::server::unix_ms;
 use crate::session::{Multi, Outcome, Session};
@@ -31,19 +30,14 @@ pub fn watch(session: &mut Session, args: &[Bytes]) -> Outcome {
     if session.multi.is_some() {
         return Frame::error("ERR WATCH inside MULTI is not allowed").into();
     }
+    // The session fenced the keys' groups first, so each watch starts from a linearizable
+    // point of its group's log.
     for key in &args[1..] {
-        if session
-            .watched
-            .iter()
-            .any(|(k, _)| k.as_ref() as &[u8] == key.as_ref())
-        {
+        if session.watched.iter().any(|w| w.key[..] == key[..]) {
             continue;
         }
-        let expired = session
-            .server
-            .db
-            .watch(key, session.watch_flag.clone(), unix_ms());
-        session.watched.push((Blob::new(key), expired));
+        let watch = session.server.db.watch(key, unix_ms());
+        session.watched.push(watch);
     }
     Frame::ok().into()
 }

@@ -17,6 +17,8 @@ pub struct ServerProcess {
     child: Child,
     pub port: u16,
     pub dir: PathBuf,
+    /// The flags it was started with (after the port and data dir), to restart it.
+    extra: Vec<String>,
 }
 
 impl Drop for ServerProcess {
@@ -43,6 +45,20 @@ impl ServerProcess {
             std::thread::sleep(Duration::from_millis(20));
         }
         None
+    }
+
+    /// Kills the process with SIGKILL (no chance to flush anything) and waits for it to die.
+    pub fn kill_hard(&mut self) {
+        self.signal(libc::SIGKILL);
+        let _ = self.child.wait();
+    }
+
+    /// Starts the server again on the same port and data directory (after `kill_hard`).
+    pub fn restart(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        self.child = spawn_autocache(self.port, &self.dir, &self.extra);
+        wait_for_port(self.port, &mut self.child);
     }
 
     /// Sends a signal to the process.
@@ -86,23 +102,33 @@ fn wait_for_port(port: u16, child: &mut Child) {
     panic!("server did not listen on port {port}");
 }
 
-/// Starts the autocache binary built for this test run, with extra flags.
-pub fn start_autocache_with(extra: &[&str]) -> ServerProcess {
-    let port = free_port();
-    let dir = temp_dir("autocache");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_autocache"))
+fn spawn_autocache(port: u16, dir: &PathBuf, extra: &[String]) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_autocache"))
         .arg("server")
         .args(["--port", &port.to_string()])
         .arg("--data-dir")
-        .arg(&dir)
+        .arg(dir)
         .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
         .spawn()
-        .expect("start autocache");
+        .expect("start autocache")
+}
+
+/// Starts the autocache binary built for this test run, with extra flags.
+pub fn start_autocache_with(extra: &[&str]) -> ServerProcess {
+    let port = free_port();
+    let dir = temp_dir("autocache");
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    let mut child = spawn_autocache(port, &dir, &extra);
     wait_for_port(port, &mut child);
-    ServerProcess { child, port, dir }
+    ServerProcess {
+        child,
+        port,
+        dir,
+        extra,
+    }
 }
 
 /// Starts autocache with default settings.
@@ -134,7 +160,12 @@ pub fn start_redis() -> ServerProcess {
             "start redis-server (install the Debian package redis-server; scripts/setup.sh does)",
         );
     wait_for_port(port, &mut child);
-    ServerProcess { child, port, dir }
+    ServerProcess {
+        child,
+        port,
+        dir,
+        extra: Vec::new(),
+    }
 }
 
 /// A client that sends commands and returns each reply's exact bytes.
@@ -173,19 +204,32 @@ impl RawClient {
 
     /// Reads one reply, returning its bytes; None if the connection closed first.
     pub fn read_reply_bytes(&mut self) -> Option<Vec<u8>> {
+        self.read_reply()
+            .unwrap_or_else(|e| panic!("read failed: {e}"))
+    }
+
+    fn read_reply(&mut self) -> std::io::Result<Option<Vec<u8>>> {
         loop {
             if let Some((_, used)) = resp::value::parse(&self.buf).expect("server sent valid resp")
             {
                 let reply: Vec<u8> = self.buf.drain(..used).collect();
-                return Some(reply);
+                return Ok(Some(reply));
             }
             let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
-                Err(e) => panic!("read failed: {e}"),
+            match self.stream.read(&mut chunk)? {
+                0 => return Ok(None),
+                n => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
+    }
+
+    /// Sends a command and returns its parsed reply; None if the connection failed (the
+    /// server died) before the reply arrived.
+    pub fn try_cmd(&mut self, args: &[&str]) -> Option<Frame> {
+        let args: Vec<&[u8]> = args.iter().map(|a| a.as_bytes()).collect();
+        self.stream.write_all(&Self::encode(&args)).ok()?;
+        let bytes = self.read_reply().ok()??;
+        Some(resp::value::parse(&bytes).unwrap().unwrap().0)
     }
 
     /// Sends a command and returns its reply's bytes.

@@ -1,0 +1,95 @@
+//! What client connections ask of a node's groups: proposing writes and fencing reads, with
+//! errors that say whether a failed write certainly did not apply.
+
+use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
+use openraft::impls::ProgressResponder;
+use openraft::raft::ClientWriteResult;
+use openraft::type_config::alias::OneshotReceiverOf;
+use openraft::ReadPolicy;
+
+use crate::groups::Groups;
+use crate::request::{Request, Response};
+use crate::typ::{GroupId, NodeAddr, TypeConfig};
+
+/// Why a write or a read fence failed.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AccessError {
+    /// This node does not lead the group: nothing was proposed (or the read was not served).
+    /// `leader` is the node that does, when known.
+    #[error("this node does not lead the slot group")]
+    NotLeader { leader: Option<NodeAddr> },
+    /// The write was proposed but its outcome is unknown: leadership was lost or the node is
+    /// stopping before the entry was known committed. It may or may not apply.
+    #[error("the outcome of the write is unknown: {0}")]
+    Uncertain(String),
+}
+
+impl AccessError {
+    /// Returns true if the failed command certainly had no effect.
+    pub fn certainly_not_applied(&self) -> bool {
+        matches!(self, AccessError::NotLeader { .. })
+    }
+}
+
+/// A write proposed to a group, whose reply arrives once the entry applies.
+pub struct PendingWrite {
+    reply: OneshotReceiverOf<TypeConfig, ClientWriteResult<TypeConfig>>,
+}
+
+impl PendingWrite {
+    /// Waits for the entry to apply; returns what applying it answered.
+    pub async fn outcome(self) -> Result<Response, AccessError> {
+        match self.reply.await {
+            Ok(Ok(written)) => Ok(written.data),
+            Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(AccessError::NotLeader {
+                leader: forward.leader_node,
+            }),
+            Ok(Err(error)) => Err(AccessError::Uncertain(error.to_string())),
+            Err(_) => Err(AccessError::Uncertain("the raft group stopped".into())),
+        }
+    }
+}
+
+impl Groups {
+    /// Proposes `request` to `group`'s log. Returns once the entry is queued; the reply comes
+    /// from [`PendingWrite::outcome`]. Writes proposed one after the other by one caller
+    /// enter the log in that order.
+    pub async fn propose(
+        &self,
+        group: GroupId,
+        request: Request,
+    ) -> Result<PendingWrite, AccessError> {
+        let (responder, reply) = ProgressResponder::complete_only();
+        self.raft(group)
+            .client_write_ff(request, Some(responder))
+            .await
+            // A fatal error means the group stopped before taking the entry.
+            .map_err(|_fatal| AccessError::NotLeader { leader: None })
+            .map(|()| PendingWrite { reply })
+    }
+
+    /// Returns once a read of `group` on this node is linearizable: this node leads the group
+    /// (confirmed by its lease, or by a quorum when the lease lapsed) and has applied every
+    /// entry committed before the call.
+    pub async fn read_fence(&self, group: GroupId) -> Result<(), AccessError> {
+        if self.reads_are_local(group) {
+            return Ok(());
+        }
+        match self
+            .raft(group)
+            .ensure_linearizable(ReadPolicy::LeaseRead)
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
+                Err(AccessError::NotLeader {
+                    leader: forward.leader_node,
+                })
+            }
+            Err(error) => {
+                tracing::debug!(group, %error, "read fence failed");
+                Err(AccessError::NotLeader { leader: None })
+            }
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! Slot groups replicated by openraft.
+//!
+//! Every slot group is one raft group. This crate holds the raft side of a node: the type
+//! configuration (the only place openraft's generic types are spelled out), the log store shared
+//! by every group of a node (one RocksDB, group commit: one WAL fsync covers the appends of all
+//! groups since the previous one), and the state machine, which applies committed requests to a
+//! group's keyspace in `tiering`.
+//!
+//! It knows nothing of clients or connections: `node` turns client commands into [`Request`]s.
+
+/// Proposing writes and fencing reads, for client connections.
+pub mod client;
+/// A node's groups: starting, finding and stopping them.
+pub mod groups;
+/// The RocksDB log store shared by a node's groups.
+pub mod log_store;
+/// The transport between nodes.
+pub mod network;
+/// What a log entry carries, and what applying it answers.
+pub mod request;
+/// The state machine of one group.
+pub mod state_machine;
+/// The openraft type configuration and aliases.
+pub mod typ;
+
+pub use client::{AccessError, PendingWrite};
+pub use groups::{Groups, GroupsConfig, GroupsError};
+pub use log_store::{LogDb, LogDbStats, LogStore};
+pub use request::{Op, Request, Response, WatchedKey};
+pub use state_machine::StateMachine;
+pub use typ::{GroupId, NodeAddr, NodeId, TypeConfig};

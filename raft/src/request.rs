@@ -1,0 +1,69 @@
+use std::fmt;
+
+use resp::Frame;
+use serde::{Deserialize, Serialize};
+
+/// What one log entry asks a group's state machine to do, with the clock and seed every
+/// replica applies it with (so all of them compute the same deadlines and random choices).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Request {
+    /// The leader's clock when it proposed the entry, in Unix milliseconds.
+    pub now_ms: u64,
+    /// Seed of the entry's random choices.
+    pub seed: u64,
+    pub op: Op,
+}
+
+/// The operation of a log entry.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Op {
+    /// One write command, as its arguments (command name first).
+    Command(Vec<Vec<u8>>),
+    /// A MULTI/EXEC transaction: its commands apply as one step, unless a watched key changed.
+    Transaction {
+        commands: Vec<Vec<Vec<u8>>>,
+        watches: Vec<WatchedKey>,
+    },
+    /// Keys the leader found expired: each is deleted if it is still expired at `now_ms`.
+    Expire(Vec<Vec<u8>>),
+}
+
+impl fmt::Display for Request {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = |args: &Vec<Vec<u8>>| {
+            args.first()
+                .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
+                .unwrap_or_default()
+        };
+        match &self.op {
+            Op::Command(args) => write!(f, "command {} at {}", name(args), self.now_ms),
+            Op::Transaction { commands, .. } => {
+                write!(f, "transaction of {} at {}", commands.len(), self.now_ms)
+            }
+            Op::Expire(keys) => write!(f, "expire {} keys at {}", keys.len(), self.now_ms),
+        }
+    }
+}
+
+/// A WATCH a transaction depends on (see `tiering::Watch`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WatchedKey {
+    pub key: Vec<u8>,
+    /// The key was already logically expired when watched.
+    pub expired: bool,
+    /// The last log index the group had applied when the watch began.
+    pub applied: u64,
+}
+
+/// What applying an entry answers.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub enum Response {
+    /// The reply of the command or transaction.
+    Reply(Frame),
+    /// A blocking command found nothing to pop and changed nothing: its client waits for the
+    /// key to change and proposes it again, until `deadline_ms` (Unix ms; None: forever).
+    WouldBlock { deadline_ms: Option<u64> },
+    /// Entries without a client (blank, membership).
+    #[default]
+    Nothing,
+}

@@ -1,0 +1,232 @@
+//! One group's state machine: applies committed requests to the group's keyspace.
+//!
+//! The keyspace lives in memory (`tiering`), so after a restart the state is rebuilt from the
+//! latest snapshot (kept durable in the log store) plus the log after it. The applied log id
+//! and the membership move together with the data: they change only in `apply` and
+//! `install_snapshot`, and a snapshot is dumped in the same step that reads them.
+
+use std::io;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::TryStreamExt;
+use openraft::entry::RaftEntry;
+use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::{EntryPayload, OptionalSend};
+use resp::{CommandTable, Frame};
+use tiering::{Blob, Db, ExecCtx, Watch};
+
+use crate::log_store::LogDb;
+use crate::request::{Op, Request, Response};
+use crate::typ::{
+    GroupId, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+};
+
+/// The state machine of one slot group.
+pub struct StateMachine {
+    db: Arc<Db>,
+    group: GroupId,
+    store: Arc<LogDb>,
+    applied: Option<LogId>,
+    membership: StoredMembership,
+    /// The group's clock: the latest `now_ms` of the entries applied. Entries apply at no
+    /// earlier time, so a key that expired never comes back when leadership moves to a node
+    /// whose clock is behind.
+    clock_ms: u64,
+}
+
+impl StateMachine {
+    /// A state machine over group `group` of `db`, persisting snapshots in `store`. It starts
+    /// empty; openraft restores it from the latest snapshot and the log.
+    pub fn new(db: Arc<Db>, group: GroupId, store: Arc<LogDb>) -> StateMachine {
+        StateMachine {
+            db,
+            group,
+            store,
+            applied: None,
+            membership: StoredMembership::default(),
+            clock_ms: 0,
+        }
+    }
+
+    fn apply_request(&mut self, index: u64, request: &Request) -> Response {
+        self.clock_ms = self.clock_ms.max(request.now_ms);
+        let ctx = ExecCtx {
+            now_ms: self.clock_ms,
+            seed: request.seed,
+        };
+        let group = self.group as usize;
+        self.db.begin_apply(group, index);
+        let response = self.run(ctx, &request.op);
+        self.db.end_apply(group, index);
+        response
+    }
+
+    fn run(&self, ctx: ExecCtx, op: &Op) -> Response {
+        let group = self.group as usize;
+        match op {
+            Op::Command(args) => {
+                let args = to_bytes(args);
+                match CommandTable::get().lookup_request(&args) {
+                    Some(spec) => {
+                        let executed = self.db.execute_in_group(group, spec, &args, ctx);
+                        match executed.block {
+                            Some(on) => Response::WouldBlock {
+                                deadline_ms: on.deadline_ms,
+                            },
+                            None => Response::Reply(executed.reply),
+                        }
+                    }
+                    None => Response::Reply(unknown(&args)),
+                }
+            }
+            Op::Transaction { commands, watches } => {
+                let args: Vec<Vec<Bytes>> = commands.iter().map(|c| to_bytes(c)).collect();
+                let table = CommandTable::get();
+                let mut specs = Vec::with_capacity(args.len());
+                for a in &args {
+                    match table.lookup_request(a) {
+                        Some(spec) => specs.push((spec, a.as_slice())),
+                        None => return Response::Reply(unknown(a)),
+                    }
+                }
+                let watches: Vec<Watch> = watches
+                    .iter()
+                    .map(|w| Watch {
+                        key: Blob::new(&w.key),
+                        expired: w.expired,
+                        applied: w.applied,
+                    })
+                    .collect();
+                match self.db.execute_multi(&specs, &watches, ctx) {
+                    Some(replies) => Response::Reply(Frame::Array(replies)),
+                    None => Response::Reply(Frame::NullArray),
+                }
+            }
+            Op::Expire(keys) => {
+                let removed = self.db.remove_expired(keys, ctx.now_ms);
+                Response::Reply(Frame::Integer(removed as i64))
+            }
+        }
+    }
+
+    /// The snapshot of the group as it is now: the clock, then the keyspace.
+    fn dump(&self) -> Vec<u8> {
+        let mut data = self.clock_ms.to_be_bytes().to_vec();
+        data.extend_from_slice(&self.db.dump_group(self.group as usize));
+        data
+    }
+
+    fn load(&mut self, data: &[u8], index: u64) -> io::Result<()> {
+        let (clock, keyspace) = data
+            .split_first_chunk::<8>()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "snapshot too short"))?;
+        self.db
+            .load_group(self.group as usize, keyspace, index)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        self.clock_ms = u64::from_be_bytes(*clock);
+        Ok(())
+    }
+}
+
+fn to_bytes(args: &[Vec<u8>]) -> Vec<Bytes> {
+    args.iter().map(|a| Bytes::copy_from_slice(a)).collect()
+}
+
+fn unknown(args: &[Bytes]) -> Frame {
+    let name = args
+        .first()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .unwrap_or_default();
+    Frame::error(format!("ERR unknown command '{name}'"))
+}
+
+impl RaftStateMachine<TypeConfig> for StateMachine {
+    type SnapshotData = SnapshotData;
+    type SnapshotBuilder = SnapshotBuilder;
+
+    async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
+        Ok((self.applied, self.membership.clone()))
+    }
+
+    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    where
+        Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
+            + Unpin
+            + OptionalSend,
+    {
+        while let Some((entry, responder)) = entries.try_next().await? {
+            let log_id = entry.log_id();
+            let response = match &entry.payload {
+                EntryPayload::Blank => Response::Nothing,
+                EntryPayload::Normal(request) => self.apply_request(log_id.index(), request),
+                EntryPayload::Membership(membership) => {
+                    self.membership = StoredMembership::new(Some(log_id), membership.clone());
+                    Response::Nothing
+                }
+            };
+            self.applied = Some(log_id);
+            if let Some(responder) = responder {
+                responder.send(response);
+            }
+        }
+        Ok(())
+    }
+
+    async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Dumped now, between two applies, so the data matches `applied` exactly.
+        SnapshotBuilder {
+            meta: SnapshotMeta {
+                last_log_id: self.applied,
+                last_membership: self.membership.clone(),
+            },
+            data: self.dump(),
+            group: self.group,
+            store: self.store.clone(),
+        }
+    }
+
+    async fn install_snapshot(
+        &mut self,
+        meta: &SnapshotMeta,
+        snapshot: SnapshotData,
+    ) -> Result<(), io::Error> {
+        let data = snapshot.into_inner();
+        let index = meta.last_log_id.as_ref().map_or(0, |id| id.index());
+        self.load(&data, index)?;
+        self.applied = meta.last_log_id;
+        self.membership = meta.last_membership.clone();
+        self.store.save_snapshot(self.group, meta, &data)
+    }
+
+    async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
+        Ok(self
+            .store
+            .load_snapshot(self.group)?
+            .map(|(meta, data)| Snapshot {
+                meta,
+                snapshot: SnapshotData::new(data),
+            }))
+    }
+}
+
+/// A snapshot dumped from a group, waiting to be stored.
+pub struct SnapshotBuilder {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+    group: GroupId,
+    store: Arc<LogDb>,
+}
+
+impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
+    type SnapshotData = SnapshotData;
+
+    async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
+        self.store
+            .save_snapshot(self.group, &self.meta, &self.data)?;
+        Ok(Snapshot {
+            meta: self.meta.clone(),
+            snapshot: SnapshotData::new(self.data.clone()),
+        })
+    }
+}
