@@ -35,6 +35,12 @@ pub fn route(db: &Db, spec: &CommandSpec, args: &[Bytes]) -> Route {
         return match spec.name.as_str() {
             // A watch starts from a linearizable view of the key's group.
             "watch" => Route::Read(key_groups(db, &args[1..])),
+            name if name.starts_with("cluster|") => {
+                match crate::cmd::cluster::slot_argument(&name[8..], args) {
+                    Some(slot) => Route::Read(smallvec::smallvec![db.group_of_slot(slot) as u32]),
+                    None => Route::Local,
+                }
+            }
             _ => Route::Local,
         };
     }

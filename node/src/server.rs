@@ -38,11 +38,30 @@ pub struct Server {
     pub slowlog: SlowLog,
     pub started: Instant,
     pub run_id: String,
+    /// The node's name for cluster clients (CLUSTER MYID): 40 hex digits, kept in the data
+    /// directory so it survives restarts.
+    pub node_name: String,
     pub local_addr: SocketAddr,
     shutdown: watch::Sender<bool>,
 }
 
 impl Server {
+    /// How cluster clients see this node.
+    pub fn node_view(&self) -> crate::cmd::cluster::NodeView {
+        let ip = self.local_addr.ip();
+        let ip = if ip.is_unspecified() {
+            // Bound to every interface: loopback is the address that surely reaches it.
+            std::net::IpAddr::from([127, 0, 0, 1])
+        } else {
+            ip
+        };
+        crate::cmd::cluster::NodeView {
+            name: self.node_name.clone(),
+            ip: ip.to_string(),
+            port: self.local_addr.port(),
+        }
+    }
+
     /// Asks the server to stop: the accept loop ends and connections close.
     pub fn shutdown(&self) {
         self.shutdown.send_replace(true);
@@ -75,6 +94,27 @@ fn run_id() -> String {
         .collect()
 }
 
+/// The node name stored in `dir`, or a new random one, stored.
+fn node_name(dir: &std::path::Path) -> anyhow::Result<String> {
+    let path = dir.join("node-name");
+    match std::fs::read_to_string(&path) {
+        Ok(name) => {
+            let name = name.trim().to_string();
+            if name.len() != 40 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+                anyhow::bail!("{} does not hold a 40-hex-digit node name", path.display());
+            }
+            Ok(name)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let name = run_id();
+            std::fs::write(&path, format!("{name}\n"))
+                .with_context(|| format!("write {}", path.display()))?;
+            Ok(name)
+        }
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
 /// A bound, not yet serving, server.
 pub struct Bound {
     listener: TcpListener,
@@ -98,6 +138,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         .await
         .with_context(|| format!("listen on {addr}"))?;
     let local_addr = listener.local_addr().context("read listener address")?;
+    let node_name = node_name(&config.data_dir)?;
     let db = Arc::new(Db::new(config.groups));
     db.config().max_bulk_len.store(
         config.proto_max_bulk_len,
@@ -130,6 +171,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         slowlog: SlowLog::default(),
         started: Instant::now(),
         run_id: run_id(),
+        node_name,
         local_addr,
         shutdown,
     });

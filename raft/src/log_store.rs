@@ -16,6 +16,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
@@ -220,10 +221,23 @@ impl Drop for LogDb {
 }
 
 /// Fsyncs the WAL once per batch of queued appends, then reports them all flushed.
+///
+/// Writes released by one fsync come back as a burst of appends from many groups a few
+/// microseconds apart; fsyncing at the first of them would leave the rest for the next fsync,
+/// and every group would wait two fsyncs per write. So the flusher lingers until the queue has
+/// been quiet for `QUIET`, at most `MAX_LINGER`: a small delay next to an fsync.
 fn flush_loop(db: &DB, counters: &Counters, queue: mpsc::Receiver<IOFlushed<TypeConfig>>) {
+    const QUIET: Duration = Duration::from_micros(50);
+    const MAX_LINGER: Duration = Duration::from_micros(500);
     while let Ok(first) = queue.recv() {
         let mut batch = vec![first];
-        batch.extend(queue.try_iter());
+        let started = Instant::now();
+        while started.elapsed() < MAX_LINGER {
+            match queue.recv_timeout(QUIET) {
+                Ok(callback) => batch.push(callback),
+                Err(_) => break,
+            }
+        }
         let result = db.flush_wal(true);
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         counters

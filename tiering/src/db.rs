@@ -270,6 +270,25 @@ impl Db {
         })
     }
 
+    /// Number of keys stored in `slot` (expired ones not yet removed included, as Redis counts
+    /// them for CLUSTER COUNTKEYSINSLOT).
+    pub fn count_keys_in_slot(&self, slot: Slot) -> usize {
+        self.keyspaces[self.group_of_slot(slot)]
+            .lock()
+            .slot_len(slot as usize)
+    }
+
+    /// Up to `count` keys stored in `slot` (CLUSTER GETKEYSINSLOT).
+    pub fn keys_in_slot(&self, slot: Slot, count: usize) -> Vec<Blob> {
+        let ks = self.keyspaces[self.group_of_slot(slot)].lock();
+        let chunk = slot as usize / crate::keyspace::SLOTS_PER_CHUNK;
+        ks.chunk_entries(chunk, 0)
+            .filter(|e| slot_of(&e.key) == slot)
+            .take(count)
+            .map(|e| e.key.clone())
+            .collect()
+    }
+
     /// Dumps one slot group's keys (a raft snapshot of the group).
     pub fn dump_group(&self, group: usize) -> Vec<u8> {
         let mut out = Vec::new();

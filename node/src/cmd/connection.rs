@@ -143,7 +143,7 @@ pub fn hello(session: &mut Session, args: &[Bytes]) -> Outcome {
             Frame::bulk_static("id"),
             Frame::Integer(session.info.id as i64),
         ),
-        (Frame::bulk_static("mode"), Frame::bulk_static("standalone")),
+        (Frame::bulk_static("mode"), Frame::bulk_static("cluster")),
         (Frame::bulk_static("role"), Frame::bulk_static("master")),
         (Frame::bulk_static("modules"), Frame::Array(Vec::new())),
     ])

@@ -98,7 +98,7 @@ fn write_section(server: &Server, section: &str, out: &mut String) {
             let _ = write!(
                 out,
                 "# Server\r\nredis_version:{REDIS_VERSION}\r\nredis_git_sha1:00000000\r\nredis_git_dirty:0\r\n\
-                 redis_build_id:0\r\nredis_mode:standalone\r\nos:{} {}\r\narch_bits:64\r\n\
+                 redis_build_id:0\r\nredis_mode:cluster\r\nos:{} {}\r\narch_bits:64\r\n\
                  monotonic_clock:POSIX clock_gettime\r\nmultiplexing_api:epoll\r\natomicvar_api:c11-builtin\r\n\
                  gcc_version:0.0.0\r\nprocess_id:{}\r\nprocess_supervised:no\r\nrun_id:{}\r\ntcp_port:{}\r\n\
                  server_time_usec:{}\r\nuptime_in_seconds:{}\r\nuptime_in_days:{}\r\nhz:{}\r\nconfigured_hz:{}\r\n\
@@ -212,7 +212,7 @@ fn write_section(server: &Server, section: &str, out: &mut String) {
                 let _ = write!(out, "errorstat_{code}:count={count}\r\n");
             }
         }
-        "cluster" => out.push_str("# Cluster\r\ncluster_enabled:0\r\n"),
+        "cluster" => out.push_str("# Cluster\r\ncluster_enabled:1\r\n"),
         "keyspace" => {
             out.push_str("# Keyspace\r\n");
             let (keys, expires) = server.db.key_counts();

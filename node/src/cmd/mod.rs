@@ -8,6 +8,7 @@ use resp::Frame;
 use crate::session::{Outcome, Session};
 
 pub mod client;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod connection;
@@ -30,6 +31,10 @@ pub fn run(session: &mut Session, spec: &CommandSpec, args: &[Bytes]) -> Outcome
         "quit" => Outcome::Close(Some(Frame::ok())),
         "reset" => connection::reset(session),
         name if name.starts_with("client|") => client::run(session, &name[7..], args),
+        name if name.starts_with("cluster|") => cluster::run(session, &name[8..], args),
+        // Accepted for cluster clients: reads are served by a group's leader only, so there is
+        // no replica read mode to switch, and no slot migration to ask about.
+        "readonly" | "readwrite" | "asking" => Frame::ok().into(),
         name if name.starts_with("command|") => command::run(&name[8..], args),
         name if name.starts_with("config|") => config::run(session, &name[7..], args),
         name if name.starts_with("slowlog|") => server::slowlog(session, &name[8..], args),
