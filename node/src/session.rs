@@ -55,7 +55,9 @@ pub enum Then {
     Reply {
         spec: &'static CommandSpec,
         args: Vec<Bytes>,
-        started: quanta::Instant,
+        /// Time the session spent on it (what commandstats and SLOWLOG report, as Redis
+        /// reports execution time without the wait for the log's fsync).
+        micros: u64,
     },
     /// A transaction: the entry's replies, merged with those of the server commands it queued.
     Exec(ExecPlan),
@@ -69,7 +71,8 @@ pub struct ExecPlan {
     queued: Vec<(&'static CommandSpec, Vec<Bytes>)>,
     /// The replies of the queued server commands (None for engine commands), in order.
     local: Vec<Option<Frame>>,
-    started: quanta::Instant,
+    /// Time the session spent preparing it.
+    micros: u64,
 }
 
 impl From<Frame> for Outcome {
@@ -425,7 +428,7 @@ impl Session {
             Then::Reply {
                 spec,
                 args: std::mem::take(args),
-                started: quanta::Instant::now(),
+                micros: self.lap(),
             }
         };
         Outcome::Propose(Proposal {
@@ -455,13 +458,9 @@ impl Session {
     /// Turns the result of a proposal into what the connection does next.
     pub fn complete(&mut self, then: Then, result: Result<Response, AccessError>) -> Outcome {
         match then {
-            Then::Reply {
-                spec,
-                args,
-                started,
-            } => {
+            Then::Reply { spec, args, micros } => {
                 let outcome = Outcome::Reply(reply_of(result));
-                self.record_micros(spec, &args, &outcome, micros_since(started));
+                self.record_micros(spec, &args, &outcome, micros);
                 outcome
             }
             Then::Exec(plan) => self.complete_exec(plan, result),
@@ -503,10 +502,16 @@ impl Session {
     /// Records a command that ran: its time since the previous command ended (or the batch
     /// began), commandstats, errorstats, and the slow log.
     fn record(&mut self, spec: &CommandSpec, args: &[Bytes], outcome: &Outcome) {
+        let micros = self.lap();
+        self.record_micros(spec, args, outcome, micros);
+    }
+
+    /// Microseconds since the previous command ended (or the batch began); starts the next.
+    fn lap(&mut self) -> u64 {
         let now = quanta::Instant::now();
         let micros = now.duration_since(self.clock).as_micros() as u64;
         self.clock = now;
-        self.record_micros(spec, args, outcome, micros);
+        micros
     }
 
     /// Records a command that took `micros`.
@@ -601,7 +606,7 @@ impl Session {
             exec,
             local,
             queued: multi.queued,
-            started: quanta::Instant::now(),
+            micros: self.lap(),
         };
         let Some(&group) = groups.first() else {
             // Nothing to apply: only server commands, no watches.
@@ -660,7 +665,7 @@ impl Session {
             other => other,
         };
         let outcome = Outcome::Reply(frame);
-        self.record_micros(plan.exec, &[], &outcome, micros_since(plan.started));
+        self.record_micros(plan.exec, &[], &outcome, plan.micros);
         outcome
     }
 
@@ -697,10 +702,6 @@ pub fn access_error(error: &AccessError) -> Frame {
             sanitize(reason)
         )),
     }
-}
-
-fn micros_since(started: quanta::Instant) -> u64 {
-    quanta::Instant::now().duration_since(started).as_micros() as u64
 }
 
 fn allowed_in_pubsub(name: &str) -> bool {
