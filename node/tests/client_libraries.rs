@@ -5,42 +5,18 @@ mod common;
 
 use std::process::Command;
 
-use common::start_autocache;
+use common::{redis_cli, run_python_client, start_autocache};
 
 #[test]
 fn redis_py_speaks_resp3() {
     let server = start_autocache();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/redis_py_resp3.py"
-    );
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(server.port.to_string())
-        .output()
-        .expect("run python3 (scripts/setup.sh installs it and redis-py)");
-    assert!(
-        out.status.success(),
-        "redis-py test failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("RESP3: ok"));
+    run_python_client("redis_py_resp3.py", server.port, "RESP3: ok");
 }
 
 #[test]
 fn redis_cli_session() {
     let server = start_autocache();
-    let port = server.port.to_string();
-    let run = |args: &[&str]| {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port])
-            .args(args)
-            .output()
-            .expect("run redis-cli");
-        assert!(out.status.success());
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let run = |args: &[&str]| redis_cli(server.port, args);
     assert_eq!(run(&["SET", "greeting", "hello"]), "OK");
     assert_eq!(run(&["GET", "greeting"]), "hello");
     assert_eq!(run(&["-3", "HGETALL", "missing"]), "");

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::process::Command;
-
-use common::{bulk, show, start_autocache, RawClient};
+use common::{bulk, redis_cli, run_python_client, show, start_autocache, RawClient};
 use resp::Frame;
 
 fn myid(client: &mut RawClient) -> String {
@@ -98,16 +96,7 @@ fn cluster_commands_reply_as_redis_cluster_does() {
 #[test]
 fn redis_cli_in_cluster_mode() {
     let server = start_autocache();
-    let port = server.port.to_string();
-    let run = |args: &[&str]| {
-        let out = Command::new("redis-cli")
-            .args(["-c", "-p", &port])
-            .args(args)
-            .output()
-            .expect("run redis-cli");
-        assert!(out.status.success(), "{args:?}");
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    };
+    let run = |args: &[&str]| redis_cli(server.port, &[&["-c"], args].concat());
     assert_eq!(run(&["SET", "{user}:a", "1"]), "OK");
     assert_eq!(run(&["INCR", "{user}:a"]), "2");
     assert_eq!(run(&["GET", "{user}:a"]), "2");
@@ -117,20 +106,5 @@ fn redis_cli_in_cluster_mode() {
 #[test]
 fn redis_py_cluster_client() {
     let server = start_autocache();
-    let script = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/clients/redis_py_cluster.py"
-    );
-    let out = Command::new("python3")
-        .arg(script)
-        .arg(server.port.to_string())
-        .output()
-        .expect("run python3 (scripts/setup.sh installs it and redis-py)");
-    assert!(
-        out.status.success(),
-        "RedisCluster test failed:\nstdout: {}\nstderr: {}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("RedisCluster: ok"));
+    run_python_client("redis_py_cluster.py", server.port, "RedisCluster: ok");
 }

@@ -158,7 +158,7 @@ fn report(mismatches: &[Mismatch]) -> String {
 fn hand_written_scripts_match_redis() {
     let redis = start_redis();
     let ours = start_autocache_with(STANDALONE);
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/differential");
+    let dir = Path::new(&common::manifest_dir()).join("tests/differential");
     let mut files: Vec<_> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())

@@ -168,6 +168,45 @@ pub fn start_redis() -> ServerProcess {
     }
 }
 
+/// The `node` crate's directory, read at run time (cargo sets it for test processes): a test
+/// binary cargo reuses from another checkout of the same sources must read this checkout.
+pub fn manifest_dir() -> String {
+    std::env::var("CARGO_MANIFEST_DIR").expect("run under cargo test or nextest")
+}
+
+/// Runs redis-cli against `port` with `args` (options first, then the command); returns its
+/// trimmed output.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli (scripts/setup.sh installs redis-tools)");
+    assert!(out.status.success(), "redis-cli {args:?} failed");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Runs a Python client script from `tests/clients` against `port`; asserts it succeeded and
+/// printed `marker`.
+pub fn run_python_client(script: &str, port: u16, marker: &str) {
+    let path = format!("{}/tests/clients/{script}", manifest_dir());
+    let out = Command::new("python3")
+        .arg(&path)
+        .arg(port.to_string())
+        .output()
+        .expect("run python3 (scripts/setup.sh installs it and redis-py)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{script} failed:\nstdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(marker),
+        "{script} did not print {marker:?}: {stdout}"
+    );
+}
+
 /// A client that sends commands and returns each reply's exact bytes.
 pub struct RawClient {
     stream: TcpStream,
