@@ -1,10 +1,12 @@
 //! The server's configuration: defaults, an optional TOML file, then command-line flags.
 //! Every option is documented in `deploy/autocache.toml`.
 
-use std::net::IpAddr;
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
+use raft::{NodeAddr, NodeId, Placement};
 use serde::Deserialize;
 
 /// The server's settings.
@@ -39,6 +41,13 @@ pub struct Config {
     pub snapshot_every: u64,
     /// Worker threads serving clients (0: one per core minus one, at least one).
     pub threads: usize,
+    /// This node's id in `members`.
+    pub node_id: u64,
+    /// The cluster's members as `ID=CLIENT_HOST:PORT/RAFT_HOST:PORT`; empty for a one-node
+    /// cluster of this node alone.
+    pub members: Vec<String>,
+    /// Replicas of each slot group (at most the number of members).
+    pub replicas: usize,
 }
 
 impl Default for Config {
@@ -58,6 +67,9 @@ impl Default for Config {
             groups: 16,
             snapshot_every: 10000,
             threads: 0,
+            node_id: 1,
+            members: Vec::new(),
+            replicas: 3,
         }
     }
 }
@@ -92,11 +104,78 @@ impl Config {
         if self.snapshot_every == 0 {
             bail!("snapshot-every must be at least 1");
         }
+        if self.replicas == 0 {
+            bail!("replicas must be at least 1");
+        }
+        if !self.members.is_empty() {
+            let members = self.member_map()?;
+            let Some(me) = members.get(&self.node_id) else {
+                bail!("node-id {} is not in members", self.node_id);
+            };
+            let port = me.client.rsplit_once(':').map(|(_, port)| port);
+            if port != Some(self.port.to_string().as_str()) {
+                bail!(
+                    "members give node {} the client address {}, but it listens on port {}",
+                    self.node_id,
+                    me.client,
+                    self.port
+                );
+            }
+        }
         if self.requirepass.chars().any(|c| c.is_whitespace()) {
             bail!("requirepass must not contain whitespace");
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// The member list by id.
+    pub fn member_map(&self) -> anyhow::Result<BTreeMap<NodeId, NodeAddr>> {
+        let mut members = BTreeMap::new();
+        for entry in &self.members {
+            let (id, addr) = parse_member(entry).with_context(|| {
+                format!("bad member {entry:?}: expected ID=CLIENT_HOST:PORT/RAFT_HOST:PORT")
+            })?;
+            if members.insert(id, addr).is_some() {
+                bail!("member id {id} is listed twice");
+            }
+        }
+        Ok(members)
+    }
+
+    /// Where this node's groups live: the member list, or this node alone (clients reach it at
+    /// `client_addr`) when there is none.
+    pub fn placement(&self, client_addr: SocketAddr) -> anyhow::Result<Placement> {
+        if self.members.is_empty() {
+            let addr = NodeAddr {
+                client: client_addr.to_string(),
+                raft: String::new(),
+            };
+            return Ok(Placement::single(self.node_id, addr));
+        }
+        let members = self.member_map()?;
+        let replicas = self.replicas.min(members.len());
+        Ok(Placement::new(members, replicas)?)
+    }
+}
+
+/// Parses `ID=CLIENT_HOST:PORT/RAFT_HOST:PORT`.
+fn parse_member(entry: &str) -> anyhow::Result<(NodeId, NodeAddr)> {
+    let (id, addrs) = entry.split_once('=').context("no '='")?;
+    let id: NodeId = id.trim().parse().context("the id is not a number")?;
+    let (client, raft) = addrs.split_once('/').context("no '/'")?;
+    for addr in [client, raft] {
+        addr.parse::<SocketAddr>()
+            .with_context(|| format!("{addr:?} is not an ip:port"))?;
+    }
+    Ok((
+        id,
+        NodeAddr {
+            client: client.to_string(),
+            raft: raft.to_string(),
+        },
+    ))
 }
 
 #[cfg(test)]
@@ -116,6 +195,35 @@ mod tests {
         assert!(toml::from_str::<Config>("port = 70000").is_err());
         let config: Config = toml::from_str("hz = 0").unwrap();
         assert!(config.validate().is_err());
+    }
+
+    #[test]
+    fn members_parse_and_must_include_this_node() {
+        let mut config = Config {
+            port: 7001,
+            node_id: 2,
+            members: vec![
+                "1=127.0.0.1:7000/127.0.0.1:17000".into(),
+                "2=127.0.0.1:7001/127.0.0.1:17001".into(),
+            ],
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        let placement = config.placement("127.0.0.1:7001".parse().unwrap()).unwrap();
+        assert_eq!(
+            placement.replicas(),
+            2,
+            "replicas are capped at the member count"
+        );
+        assert_eq!(placement.member(1).unwrap().raft, "127.0.0.1:17000");
+        config.node_id = 3;
+        assert!(config.validate().is_err());
+        config.node_id = 2;
+        config
+            .members
+            .push("3=localhost:7002/127.0.0.1:17002".into());
+        let err = config.validate().unwrap_err();
+        assert!(format!("{err:#}").contains("localhost:7002"), "{err:#}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod client;
 mod cmd;
 mod config;
 mod connection;
+mod dev_cluster;
 mod pubsub;
 mod route;
 mod server;
@@ -37,6 +38,8 @@ struct Cli {
 enum Command {
     /// Runs a server (with no flags: 127.0.0.1:6379, data in ./data).
     Server(ServerArgs),
+    /// Runs a local cluster of N server processes until Ctrl-C.
+    DevCluster(dev_cluster::DevClusterArgs),
 }
 
 #[derive(Parser)]
@@ -68,6 +71,16 @@ struct ServerArgs {
     /// Entries between two snapshots of a group.
     #[arg(long, value_name = "ENTRIES")]
     snapshot_every: Option<u64>,
+    /// This node's id in --members.
+    #[arg(long)]
+    node_id: Option<u64>,
+    /// The cluster's members: ID=CLIENT_HOST:PORT/RAFT_HOST:PORT, comma-separated, the same
+    /// list on every node.
+    #[arg(long, value_delimiter = ',', value_name = "MEMBERS")]
+    members: Option<Vec<String>>,
+    /// Replicas of each slot group (at most the number of members).
+    #[arg(long)]
+    replicas: Option<usize>,
 }
 
 impl ServerArgs {
@@ -100,6 +113,15 @@ impl ServerArgs {
         if let Some(n) = self.snapshot_every {
             config.snapshot_every = n;
         }
+        if let Some(id) = self.node_id {
+            config.node_id = id;
+        }
+        if let Some(members) = self.members {
+            config.members = members;
+        }
+        if let Some(n) = self.replicas {
+            config.replicas = n;
+        }
         config.validate()?;
         Ok(config)
     }
@@ -115,6 +137,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,openraft=error")),
         )
         .with_writer(std::io::stderr)
+        // Colour codes only help a terminal; in a log file (dev-cluster) they are noise.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match cli.command {
         Command::Server(args) => {
@@ -140,6 +164,7 @@ fn main() -> anyhow::Result<()> {
             .context("start the async runtime")?;
             runtime.block_on(run_server(config))
         }
+        Command::DevCluster(args) => dev_cluster::run(args),
     }
 }
 
@@ -154,7 +179,7 @@ async fn run_server(config: Config) -> anyhow::Result<()> {
     bound.serve().await
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let mut term = match signal(SignalKind::terminate()) {
         Ok(term) => term,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use parking_lot::{Mutex, RwLock};
-use raft::{Groups, GroupsConfig, NodeAddr, Op, Request};
+use raft::{Groups, GroupsConfig, NodeId, Op, Request};
 use tiering::Db;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -15,6 +15,7 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::client::ClientRegistry;
+use crate::cmd::cluster::NodeView;
 use crate::config::Config;
 use crate::connection;
 use crate::pubsub::PubSub;
@@ -46,19 +47,34 @@ pub struct Server {
 }
 
 impl Server {
-    /// How cluster clients see this node.
-    pub fn node_view(&self) -> crate::cmd::cluster::NodeView {
-        let ip = self.local_addr.ip();
-        let ip = if ip.is_unspecified() {
-            // Bound to every interface: loopback is the address that surely reaches it.
-            std::net::IpAddr::from([127, 0, 0, 1])
-        } else {
-            ip
-        };
-        crate::cmd::cluster::NodeView {
-            name: self.node_name.clone(),
+    /// How cluster clients see member `id`.
+    pub fn node_view(&self, id: NodeId) -> NodeView {
+        let groups = &self.groups;
+        if id == groups.node_id() && groups.placement().members().len() == 1 {
+            // A node alone advertises the address it listens on.
+            let ip = self.local_addr.ip();
+            let ip = if ip.is_unspecified() {
+                // Bound to every interface: loopback is the address that surely reaches it.
+                std::net::IpAddr::from([127, 0, 0, 1])
+            } else {
+                ip
+            };
+            return NodeView {
+                name: self.node_name.clone(),
+                ip: ip.to_string(),
+                port: self.local_addr.port(),
+            };
+        }
+        let client = groups
+            .placement()
+            .member(id)
+            .map(|addr| addr.client.as_str())
+            .unwrap_or_default();
+        let (ip, port) = client.rsplit_once(':').unwrap_or((client, "0"));
+        NodeView {
+            name: member_name(id),
             ip: ip.to_string(),
-            port: self.local_addr.port(),
+            port: port.parse().unwrap_or(0),
         }
     }
 
@@ -92,6 +108,11 @@ fn run_id() -> String {
     (0..40)
         .map(|_| char::from_digit(rng.random_range(0..16), 16).expect("digit below 16"))
         .collect()
+}
+
+/// The cluster-client name of member `id` in a multi-node cluster: 40 hex digits.
+pub fn member_name(id: NodeId) -> String {
+    format!("{id:040x}")
 }
 
 /// The node name stored in `dir`, or a new random one, stored.
@@ -138,7 +159,13 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         .await
         .with_context(|| format!("listen on {addr}"))?;
     let local_addr = listener.local_addr().context("read listener address")?;
-    let node_name = node_name(&config.data_dir)?;
+    let placement = config.placement(local_addr)?;
+    let node_name = if config.members.is_empty() {
+        node_name(&config.data_dir)?
+    } else {
+        // Every node must name every other the same way: the name follows from the id.
+        member_name(config.node_id)
+    };
     let db = Arc::new(Db::new(config.groups));
     db.config().max_bulk_len.store(
         config.proto_max_bulk_len,
@@ -146,11 +173,8 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     );
     let groups = Groups::start(
         GroupsConfig {
-            node_id: 1,
-            addr: NodeAddr {
-                client: local_addr.to_string(),
-                raft: String::new(),
-            },
+            node_id: config.node_id,
+            placement,
             groups: config.groups as u32,
             dir: config.data_dir.join("raft"),
             snapshot_every: config.snapshot_every,

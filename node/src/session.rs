@@ -12,7 +12,7 @@ use rand::{RngCore, SeedableRng};
 use resp::command_table::CommandSpec;
 use resp::{CommandTable, Frame, Limits, Proto};
 use tiering::blocking::Waiter;
-use tiering::{Blob, Caller, Db, ExecCtx, Watch};
+use tiering::{slot_of, Blob, Caller, Db, ExecCtx, Watch};
 use tokio::sync::mpsc;
 
 use crate::client::ClientInfo;
@@ -213,8 +213,10 @@ impl Session {
 
     /// Answers a command whose fence failed: this node cannot serve it now.
     pub fn fence_failed(&mut self, args: &[Bytes], error: &AccessError) -> Frame {
-        let frame = access_error(error);
-        if let Some(spec) = CommandTable::get().lookup_request(args) {
+        let spec = CommandTable::get().lookup_request(args);
+        let slot = spec.and_then(|spec| request_slot(spec, args));
+        let frame = access_error(error, slot);
+        if let Some(spec) = spec {
             self.record(spec, args, &Outcome::Reply(frame.clone()));
         }
         frame
@@ -358,12 +360,26 @@ impl Session {
 
     /// Runs a command that passed every check, recording its statistics.
     fn call(&mut self, spec: &'static CommandSpec, args: &mut Vec<Bytes>) -> Outcome {
+        let mut only_groups: Option<Vec<usize>> = None;
         match route::route(&self.server.db, spec, args) {
             // Replies leave in request order, and a read must see this client's writes.
             Route::Local | Route::Read(_) if self.writes_in_flight > 0 => {
                 return Outcome::Fence(GroupIds::new())
             }
-            Route::Read(groups) => {
+            Route::Read(mut groups) => {
+                let raft = &self.server.groups;
+                if groups.len() > 1 && !has_keys(spec, args) {
+                    // KEYS, SCAN, DBSIZE and the like read the groups this node leads, as a
+                    // Redis Cluster node answers for its own slots.
+                    let all = groups.len();
+                    groups.retain(|g| raft.reads_are_local(*g) || raft.is_leader(*g));
+                    if groups.len() < all {
+                        only_groups = Some(groups.iter().map(|&g| g as usize).collect());
+                    }
+                }
+                if let Some(redirect) = self.redirect(spec, args, &groups) {
+                    return self.reject(Some(spec), redirect);
+                }
                 let raft = &self.server.groups;
                 let unfenced: GroupIds = groups
                     .into_iter()
@@ -374,10 +390,25 @@ impl Session {
                 }
             }
             Route::Local => {}
-            Route::Write(group) => return self.propose(spec, args, smallvec::smallvec![group]),
+            Route::Write(group) => {
+                if let Some(redirect) = self.redirect(spec, args, &[group]) {
+                    return self.reject(Some(spec), redirect);
+                }
+                return self.propose(spec, args, smallvec::smallvec![group]);
+            }
             Route::WriteAll => {
-                let all = (0..self.server.db.groups() as u32).collect();
-                return self.propose(spec, args, all);
+                // FLUSHALL and FLUSHDB empty the groups this node leads, as a Redis Cluster
+                // master flushes its own slots.
+                let raft = &self.server.groups;
+                let led: GroupIds = (0..self.server.db.groups() as u32)
+                    .filter(|&g| raft.reads_are_local(g) || raft.is_leader(g))
+                    .collect();
+                if led.is_empty() {
+                    let outcome = Outcome::Reply(Frame::ok());
+                    self.record(spec, args, &outcome);
+                    return outcome;
+                }
+                return self.propose(spec, args, led);
             }
             Route::CrossSlot => return self.reject(Some(spec), CROSSSLOT.into()),
             Route::Refused(text) => return self.reject(Some(spec), text.into()),
@@ -387,7 +418,15 @@ impl Session {
             Outcome::Reply(
                 self.server
                     .db
-                    .execute(spec, args, ctx, &Caller::default())
+                    .execute(
+                        spec,
+                        args,
+                        ctx,
+                        &Caller {
+                            only_groups: only_groups.as_deref(),
+                            ..Caller::default()
+                        },
+                    )
                     .reply,
             )
         } else {
@@ -397,6 +436,21 @@ impl Session {
             self.record(spec, args, &outcome);
         }
         outcome
+    }
+
+    /// The redirection for a command whose `groups` include one this node does not lead:
+    /// MOVED to its leader, or CLUSTERDOWN while it has none. The command was not applied.
+    fn redirect(&self, spec: &CommandSpec, args: &[Bytes], groups: &[u32]) -> Option<String> {
+        let raft = &self.server.groups;
+        let group = groups
+            .iter()
+            .copied()
+            .find(|&g| !raft.reads_are_local(g) && !raft.is_leader(g))?;
+        let slot = slot_in_group(&self.server.db, spec, args, group);
+        Some(match raft.leader_of(group) {
+            Some((id, addr)) if id != raft.node_id() => format!("MOVED {slot} {}", addr.client),
+            _ => NO_LEADER.to_string(),
+        })
     }
 
     /// Turns a write command into a proposal to `groups`.
@@ -459,7 +513,8 @@ impl Session {
     pub fn complete(&mut self, then: Then, result: Result<Response, AccessError>) -> Outcome {
         match then {
             Then::Reply { spec, args, micros } => {
-                let outcome = Outcome::Reply(reply_of(result));
+                let slot = request_slot(spec, &args);
+                let outcome = Outcome::Reply(reply_of(result, slot));
                 self.record_micros(spec, &args, &outcome, micros);
                 outcome
             }
@@ -484,7 +539,7 @@ impl Session {
             blocked.retrying = true;
             return None;
         }
-        let frame = reply_of(result);
+        let frame = reply_of(result, request_slot(blocked.spec, &blocked.args));
         // Like Redis 7.0, a blocked client whose key changed type keeps waiting.
         if blocked.retrying && matches!(&frame, Frame::Error(text) if text.starts_with("WRONGTYPE"))
         {
@@ -612,6 +667,17 @@ impl Session {
             // Nothing to apply: only server commands, no watches.
             return self.complete_exec(plan, Ok(Response::Reply(Frame::Array(Vec::new()))));
         };
+        let raft = &self.server.groups;
+        if !raft.reads_are_local(group) && !raft.is_leader(group) {
+            // Redirected before anything applied; the client retries the whole transaction.
+            let error = AccessError::NotLeader {
+                leader: raft
+                    .leader_of(group)
+                    .filter(|(id, _)| *id != raft.node_id())
+                    .map(|(_, addr)| addr),
+            };
+            return self.complete_exec(plan, Err(error));
+        }
         let commands = plan
             .queued
             .iter()
@@ -640,7 +706,11 @@ impl Session {
 
     /// Merges a transaction's applied replies with those of its server commands.
     fn complete_exec(&mut self, plan: ExecPlan, result: Result<Response, AccessError>) -> Outcome {
-        let frame = match reply_of(result) {
+        let slot = plan
+            .queued
+            .iter()
+            .find_map(|(spec, args)| request_slot(spec, args));
+        let frame = match reply_of(result, slot) {
             Frame::Array(engine_replies) => {
                 let mut engine_replies = engine_replies.into_iter();
                 let mut replies = Vec::with_capacity(plan.queued.len());
@@ -681,27 +751,67 @@ impl Session {
     }
 }
 
-/// The reply a client gets for the result of its write.
-fn reply_of(result: Result<Response, AccessError>) -> Frame {
+/// The reply a client gets for the result of its write; `slot` is the slot of its first key.
+fn reply_of(result: Result<Response, AccessError>, slot: Option<u16>) -> Frame {
     match result {
         Ok(Response::Reply(frame)) => frame,
         Ok(Response::WouldBlock { .. }) | Ok(Response::Nothing) => Frame::NullArray,
-        Err(error) => access_error(&error),
+        Err(error) => access_error(&error, slot),
     }
 }
 
+/// The reply to a command whose slot group has no leader this node knows of.
+const NO_LEADER: &str =
+    "CLUSTERDOWN The slot group has no leader right now; the command was not applied";
+
 /// The error reply for a write or read this node could not serve. The prefix tells the
-/// client whether a write certainly did not apply (CLUSTERDOWN) or may have (UNCERTAIN).
-pub fn access_error(error: &AccessError) -> Frame {
-    match error {
-        AccessError::NotLeader { .. } => Frame::error(
-            "CLUSTERDOWN The slot group has no leader on this node; the command was not applied",
-        ),
-        AccessError::Uncertain(reason) => Frame::error(format!(
+/// client whether the command certainly did not apply (MOVED to the group's leader, or
+/// CLUSTERDOWN) or may have (UNCERTAIN).
+pub fn access_error(error: &AccessError, slot: Option<u16>) -> Frame {
+    match (error, slot) {
+        (
+            AccessError::NotLeader {
+                leader: Some(leader),
+            },
+            Some(slot),
+        ) => Frame::error(format!("MOVED {slot} {}", leader.client)),
+        (AccessError::NotLeader { .. }, _) => Frame::error(NO_LEADER),
+        (AccessError::Uncertain(reason), _) => Frame::error(format!(
             "UNCERTAIN The write may or may not have been applied: {}",
             sanitize(reason)
         )),
     }
+}
+
+/// Returns true if the command names keys.
+fn has_keys(spec: &CommandSpec, args: &[Bytes]) -> bool {
+    spec.key_positions(args).is_ok_and(|keys| !keys.is_empty())
+}
+
+/// The slot a request addresses: its first key's, or the slot argument of CLUSTER
+/// COUNTKEYSINSLOT and GETKEYSINSLOT.
+fn request_slot(spec: &CommandSpec, args: &[Bytes]) -> Option<u16> {
+    if let Some(sub) = spec.name.strip_prefix("cluster|") {
+        return crate::cmd::cluster::slot_argument(sub, args);
+    }
+    let keys = spec.key_positions(args).ok()?;
+    keys.first().map(|key| slot_of(&args[key.index]))
+}
+
+/// The slot a MOVED for `group` names: that of the request's first key in the group (the
+/// slot whose owner the client will update), else the group's first slot.
+fn slot_in_group(db: &Db, spec: &CommandSpec, args: &[Bytes], group: u32) -> u16 {
+    if let Some(sub) = spec.name.strip_prefix("cluster|") {
+        if let Some(slot) = crate::cmd::cluster::slot_argument(sub, args) {
+            return slot;
+        }
+    }
+    let in_group = spec.key_positions(args).ok().and_then(|keys| {
+        keys.iter()
+            .map(|key| slot_of(&args[key.index]))
+            .find(|&slot| db.group_of_slot(slot) == group as usize)
+    });
+    in_group.unwrap_or_else(|| crate::cmd::cluster::slot_range(db.groups(), group as usize).0)
 }
 
 fn allowed_in_pubsub(name: &str) -> bool {

@@ -59,9 +59,9 @@ impl Groups {
         group: GroupId,
         request: Request,
     ) -> Result<PendingWrite, AccessError> {
+        let raft = self.raft(group).ok_or_else(|| self.not_here(group))?;
         let (responder, reply) = ProgressResponder::complete_only();
-        self.raft(group)
-            .client_write_ff(request, Some(responder))
+        raft.client_write_ff(request, Some(responder))
             .await
             // A fatal error means the group stopped before taking the entry.
             .map_err(|_fatal| AccessError::NotLeader { leader: None })
@@ -75,11 +75,8 @@ impl Groups {
         if self.reads_are_local(group) {
             return Ok(());
         }
-        match self
-            .raft(group)
-            .ensure_linearizable(ReadPolicy::LeaseRead)
-            .await
-        {
+        let raft = self.raft(group).ok_or_else(|| self.not_here(group))?;
+        match raft.ensure_linearizable(ReadPolicy::LeaseRead).await {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
                 Err(AccessError::NotLeader {
@@ -90,6 +87,13 @@ impl Groups {
                 tracing::debug!(group, %error, "read fence failed");
                 Err(AccessError::NotLeader { leader: None })
             }
+        }
+    }
+
+    /// The error for a group this node does not replicate: its preferred leader serves it.
+    fn not_here(&self, group: GroupId) -> AccessError {
+        AccessError::NotLeader {
+            leader: self.leader_of(group).map(|(_, addr)| addr),
         }
     }
 }

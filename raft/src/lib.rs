@@ -14,18 +14,25 @@ pub mod client;
 pub mod groups;
 /// The RocksDB log store shared by a node's groups.
 pub mod log_store;
-/// The transport between nodes.
+/// The sending end of the transport between nodes.
 pub mod network;
+/// Which members replicate and lead each group.
+pub mod placement;
 /// What a log entry carries, and what applying it answers.
 pub mod request;
+/// The receiving end of the transport: the raft gRPC service.
+pub mod service;
 /// The state machine of one group.
 pub mod state_machine;
 /// The openraft type configuration and aliases.
 pub mod typ;
+/// The transport's messages and codec.
+pub mod wire;
 
 pub use client::{AccessError, PendingWrite};
 pub use groups::{Groups, GroupsConfig, GroupsError};
 pub use log_store::{LogDb, LogDbStats, LogStore};
+pub use placement::{Placement, PlacementError};
 pub use request::{Op, Request, Response, WatchedKey};
 pub use state_machine::StateMachine;
 pub use typ::{GroupId, NodeAddr, NodeId, TypeConfig};

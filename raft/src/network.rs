@@ -1,67 +1,296 @@
-//! The raft transport between nodes.
+//! The sending end of the transport: openraft's network traits over gRPC.
 //!
-//! Until the gRPC transport lands, a node's groups have no peers to talk to: every group has
-//! one replica (the node itself), and openraft never sends a message. `Unconnected` is the
-//! honest transport for that case: any attempt to reach another node fails as unreachable.
+//! A node keeps one HTTP/2 connection per peer ([`Peers`]), shared by every group: each call
+//! names its group in a header. Replication and heartbeats use one bidirectional stream per
+//! (group, follower), so a leader pipelines batches without waiting for each reply; votes and
+//! leader transfers are unary calls; snapshots are uploaded as a stream of chunks. HTTP/2
+//! interleaves the streams of one connection frame by frame, so a snapshot upload does not hold
+//! heartbeats back.
 
+use std::collections::HashMap;
 use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
 
-use openraft::error::{RPCError, ReplicationClosed, StreamingError, Unreachable};
+use futures::StreamExt;
+use http::uri::PathAndQuery;
+use openraft::base::{BoxFuture, BoxStream};
+use openraft::error::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendError,
+    StreamAppendResult, TransferLeaderRequest, TransferLeaderResponse, VoteRequest, VoteResponse,
 };
-use openraft::{AnyError, OptionalSend};
+use openraft::OptionalSend;
+use parking_lot::Mutex;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tonic::client::Grpc;
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Request, Status};
 
-use crate::typ::{NodeAddr, NodeId, Snapshot, SnapshotData, TypeConfig, Vote};
+use crate::typ::{GroupId, NodeAddr, NodeId, Snapshot, SnapshotData, TypeConfig as C, Vote};
+use crate::wire::{path, set_group, PostcardCodec, SnapshotChunk, MAX_MESSAGE};
 
-/// A transport with no connections: for groups whose only member is this node.
-#[derive(Clone, Debug, Default)]
-pub struct Unconnected;
+/// Size of one snapshot chunk on the wire.
+const SNAPSHOT_CHUNK: usize = 1 << 20;
 
-fn unreachable(target: NodeId) -> Unreachable<TypeConfig> {
-    Unreachable::new(&AnyError::error(format!("no transport to node {target}")))
+/// The connections of one node to its peers, shared by all its groups.
+#[derive(Clone, Default)]
+pub struct Peers {
+    channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
 }
 
-/// The client of one (unreachable) peer.
-pub struct UnconnectedPeer {
-    target: NodeId,
-}
-
-impl RaftNetworkFactory<TypeConfig> for Unconnected {
-    type Network = UnconnectedPeer;
-
-    async fn new_client(&mut self, target: NodeId, _node: &NodeAddr) -> UnconnectedPeer {
-        UnconnectedPeer { target }
+impl Peers {
+    /// The connection to `target` at `addr` (made lazily, reconnected by tonic when it drops).
+    fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, Unreachable<C>> {
+        let mut channels = self.channels.lock();
+        if let Some((known, channel)) = channels.get(&target) {
+            if known == addr {
+                return Ok(channel.clone());
+            }
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{addr}"))
+            .map_err(|e| Unreachable::new(&e))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .keep_alive_while_idle(true)
+            .initial_stream_window_size(Some(4 << 20))
+            .initial_connection_window_size(Some(64 << 20));
+        let channel = endpoint.connect_lazy();
+        channels.insert(target, (addr.to_string(), channel.clone()));
+        Ok(channel)
     }
 }
 
-impl RaftNetworkV2<TypeConfig> for UnconnectedPeer {
+/// The network of one group: hands out clients of that group's peers.
+#[derive(Clone)]
+pub struct GroupNetwork {
+    pub group: GroupId,
+    pub peers: Peers,
+}
+
+/// One group's client of one peer.
+pub struct PeerClient {
+    group: GroupId,
+    target: NodeId,
+    grpc: Result<Grpc<Channel>, Unreachable<C>>,
+}
+
+impl RaftNetworkFactory<C> for GroupNetwork {
+    type Network = PeerClient;
+
+    async fn new_client(&mut self, target: NodeId, node: &NodeAddr) -> PeerClient {
+        let grpc = self.peers.channel(target, &node.raft).map(|channel| {
+            Grpc::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE)
+                .max_encoding_message_size(MAX_MESSAGE)
+        });
+        PeerClient {
+            group: self.group,
+            target,
+            grpc,
+        }
+    }
+}
+
+/// A failed call: a peer that is down, or does not run the group (yet), is unreachable and
+/// retried after a backoff; anything else is a network error, retried soon.
+fn rpc_error(status: Status) -> RPCError<C> {
+    match status.code() {
+        tonic::Code::Unavailable | tonic::Code::NotFound => {
+            RPCError::Unreachable(Unreachable::new(&status))
+        }
+        _ => RPCError::Network(NetworkError::new(&status)),
+    }
+}
+
+impl PeerClient {
+    fn grpc(&self) -> Result<Grpc<Channel>, RPCError<C>> {
+        self.grpc.clone().map_err(RPCError::Unreachable)
+    }
+
+    fn request<T>(&self, message: T) -> Request<T> {
+        let mut request = Request::new(message);
+        set_group(request.metadata_mut(), self.group);
+        request
+    }
+
+    async fn unary<Req, Resp>(
+        &mut self,
+        method: &'static str,
+        message: Req,
+        option: &RPCOption,
+    ) -> Result<Resp, RPCError<C>>
+    where
+        Req: Serialize + Send + Sync + 'static,
+        Resp: DeserializeOwned + Send + Sync + 'static,
+    {
+        let mut grpc = self.grpc()?;
+        let request = self.request(message);
+        let call = async move {
+            grpc.ready()
+                .await
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            let path = PathAndQuery::from_static(method);
+            grpc.unary(request, path, PostcardCodec::<Req, Resp>::default())
+                .await
+                .map(|response| response.into_inner())
+                .map_err(rpc_error)
+        };
+        match tokio::time::timeout(option.hard_ttl(), call).await {
+            Ok(result) => result,
+            Err(_) => Err(RPCError::Network(NetworkError::from_string(format!(
+                "{method} to node {} timed out after {:?}",
+                self.target,
+                option.hard_ttl()
+            )))),
+        }
+    }
+}
+
+impl RaftNetworkV2<C> for PeerClient {
     type SnapshotData = SnapshotData;
 
+    /// openraft replicates with `stream_append`; this single request is sent as a stream of one.
     async fn append_entries(
         &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(unreachable(self.target)))
+        rpc: AppendEntriesRequest<C>,
+        option: RPCOption,
+    ) -> Result<AppendEntriesResponse<C>, RPCError<C>> {
+        let input = futures::stream::iter([rpc]);
+        let mut results = self.stream_append(input, option).await?;
+        match results.next().await {
+            Some(Ok(Ok(matched))) => Ok(AppendEntriesResponse::PartialSuccess(matched)),
+            Some(Ok(Err(StreamAppendError::Conflict(_)))) => Ok(AppendEntriesResponse::Conflict),
+            Some(Ok(Err(StreamAppendError::HigherVote(vote)))) => {
+                Ok(AppendEntriesResponse::HigherVote(vote))
+            }
+            Some(Err(error)) => Err(error),
+            None => Err(RPCError::Network(NetworkError::from_string(
+                "the append stream ended without a reply",
+            ))),
+        }
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<'s, Result<BoxStream<'s, Result<StreamAppendResult<C>, RPCError<C>>>, RPCError<C>>>
+    where
+        S: futures::Stream<Item = AppendEntriesRequest<C>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut grpc = self.grpc()?;
+            // Take the first request before connecting: openraft waits out its backoff inside
+            // the request stream, so a stream that fails to connect without being polled
+            // (a peer that is down) would be retried at once, in a tight loop.
+            let mut input = input;
+            let Some(first) = input.next().await else {
+                return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
+            };
+            let request = self.request(futures::stream::once(async { first }).chain(input));
+            let open = async move {
+                grpc.ready()
+                    .await
+                    .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+                let path = PathAndQuery::from_static(path::STREAM_APPEND);
+                grpc.streaming(
+                    request,
+                    path,
+                    PostcardCodec::<AppendEntriesRequest<C>, StreamAppendResult<C>>::default(),
+                )
+                .await
+                .map_err(rpc_error)
+            };
+            // The deadline covers opening the stream; the stream then lives as long as
+            // openraft keeps feeding it.
+            let response = match tokio::time::timeout(option.hard_ttl(), open).await {
+                Ok(response) => response?,
+                Err(_) => {
+                    return Err(RPCError::Network(NetworkError::from_string(format!(
+                        "opening the append stream to node {} timed out",
+                        self.target
+                    ))))
+                }
+            };
+            let results = response.into_inner().map(|r| r.map_err(rpc_error));
+            Ok(Box::pin(results) as BoxStream<'s, _>)
+        })
     }
 
     async fn vote(
         &mut self,
-        _rpc: VoteRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        Err(RPCError::Unreachable(unreachable(self.target)))
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.unary(path::VOTE, rpc, &option).await
+    }
+
+    async fn pre_vote(
+        &mut self,
+        rpc: VoteRequest<C>,
+        option: RPCOption,
+    ) -> Result<VoteResponse<C>, RPCError<C>> {
+        self.unary(path::PRE_VOTE, rpc, &option).await
+    }
+
+    async fn transfer_leader(
+        &mut self,
+        req: TransferLeaderRequest<C>,
+        option: RPCOption,
+    ) -> Result<TransferLeaderResponse<C>, RPCError<C>> {
+        self.unary(path::TRANSFER_LEADER, req, &option).await
     }
 
     async fn full_snapshot(
         &mut self,
-        _vote: Vote,
-        _snapshot: Snapshot,
-        _cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
-        _option: RPCOption,
-    ) -> Result<SnapshotResponse<TypeConfig>, StreamingError<TypeConfig>> {
-        Err(StreamingError::Unreachable(unreachable(self.target)))
+        vote: Vote,
+        snapshot: Snapshot,
+        cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
+        option: RPCOption,
+    ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        let mut grpc = self.grpc()?;
+        let data = bytes::Bytes::from(snapshot.snapshot.into_inner());
+        let chunk = option
+            .snapshot_chunk_size()
+            .unwrap_or(SNAPSHOT_CHUNK)
+            .clamp(1, MAX_MESSAGE / 2);
+        let head = SnapshotChunk::Head {
+            vote,
+            meta: snapshot.meta,
+        };
+        let body = (0..data.len())
+            .step_by(chunk)
+            .map(move |at| SnapshotChunk::Data(data.slice(at..(at + chunk).min(data.len()))));
+        // The whole upload is a stream built before the call: tonic only returns once the
+        // server answered, which it does after the last chunk.
+        let request = self.request(futures::stream::iter(std::iter::once(head).chain(body)));
+        let upload = async move {
+            grpc.ready()
+                .await
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            let path = PathAndQuery::from_static(path::INSTALL_SNAPSHOT);
+            grpc.client_streaming(
+                request,
+                path,
+                PostcardCodec::<SnapshotChunk, SnapshotResponse<C>>::default(),
+            )
+            .await
+            .map(|response| response.into_inner())
+            .map_err(rpc_error)
+        };
+        tokio::select! {
+            closed = cancel => Err(StreamingError::Closed(closed)),
+            result = tokio::time::timeout(option.hard_ttl(), upload) => match result {
+                Ok(result) => result.map_err(StreamingError::from),
+                Err(_) => Err(StreamingError::Network(NetworkError::from_string(format!(
+                    "snapshot upload to node {} timed out", self.target
+                )))),
+            },
+        }
     }
 }

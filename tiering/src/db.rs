@@ -47,6 +47,9 @@ pub struct Caller<'a> {
     pub in_multi: bool,
     /// The client's waiter, queued on the keys if the command blocks.
     pub waiter: Option<&'a Arc<Waiter>>,
+    /// Limits a command over the whole keyspace (KEYS, SCAN, DBSIZE) to these groups: a
+    /// cluster node answers for the groups it leads.
+    pub only_groups: Option<&'a [usize]>,
 }
 
 /// A WATCH: EXEC fails if the key changed after the watch began (or expired since).
@@ -151,7 +154,10 @@ impl Db {
                 block: None,
             };
         };
-        let groups = self.groups_for(def.locks, spec, args);
+        let groups = match (def.locks, caller.only_groups) {
+            (LockScope::All, Some(only)) => only.iter().copied().collect(),
+            _ => self.groups_for(def.locks, spec, args),
+        };
         let mut exec = Exec::new(self.lock(&groups), self, ctx, caller.in_multi);
         let reply = (def.handler)(&mut exec, args).unwrap_or_else(|e| e.to_frame());
         self.finish(exec, reply, caller)

@@ -2,10 +2,13 @@
 //! SHARDS, NODES, INFO, HELP, and READONLY/READWRITE/ASKING. Cluster clients (`redis-cli -c`,
 //! `redis-benchmark --cluster`, redis-py's `RedisCluster`) learn the topology from these.
 //!
-//! Replies follow Redis 7.0.15 byte for byte. Today a node serves every slot itself, so the
-//! topology is one shard; `Topology` is where a multi-node membership will plug in.
+//! Replies follow Redis 7.0.15 byte for byte. Redis Cluster's model (a master per slot range,
+//! replicas per master) is drawn from the groups: a group's slot range is served by its raft
+//! leader as master. As a node leads some groups and follows others, every member shows as a
+//! master of the slots of the groups it leads, and followers are not listed as replicas.
 
 use bytes::Bytes;
+use raft::NodeId;
 use resp::Frame;
 use tiering::{slot_of, SLOT_COUNT};
 
@@ -29,14 +32,54 @@ pub struct Shard {
     pub replicas: Vec<NodeView>,
 }
 
-/// What this node tells cluster clients about the cluster.
+/// The slots of `group` when the slots are split into `groups` groups: the slots `s` with
+/// `s * groups / SLOT_COUNT == group` (see `Db::group_of_slot`).
+pub fn slot_range(groups: usize, group: usize) -> (u16, u16) {
+    let first = |g: usize| (g * SLOT_COUNT).div_ceil(groups);
+    (first(group) as u16, (first(group + 1) - 1) as u16)
+}
+
+/// Each group's slot range with its leader (as known here; the preferred leader while there is
+/// none), adjacent ranges with the same leader merged.
+fn group_ranges(session: &Session) -> Vec<(u16, u16, NodeId)> {
+    let server = &session.server;
+    let groups = &server.groups;
+    let count = server.db.groups();
+    let mut ranges: Vec<(u16, u16, NodeId)> = Vec::new();
+    for group in 0..count {
+        let (start, end) = slot_range(count, group);
+        let group = group as u32;
+        let leader = groups
+            .leader_of(group)
+            .map_or(groups.placement().preferred_leader(group), |(id, _)| id);
+        match ranges.last_mut() {
+            Some(last) if last.2 == leader && last.1 + 1 == start => last.1 = end,
+            _ => ranges.push((start, end, leader)),
+        }
+    }
+    ranges
+}
+
+/// What this node tells cluster clients about the cluster: every member as a master of the
+/// slots of the groups it leads.
 fn topology(session: &Session) -> Vec<Shard> {
     let server = &session.server;
-    vec![Shard {
-        slots: vec![(0, (SLOT_COUNT - 1) as u16)],
-        master: server.node_view(),
-        replicas: Vec::new(),
-    }]
+    let ranges = group_ranges(session);
+    server
+        .groups
+        .placement()
+        .members()
+        .keys()
+        .map(|&id| Shard {
+            slots: ranges
+                .iter()
+                .filter(|r| r.2 == id)
+                .map(|r| (r.0, r.1))
+                .collect(),
+            master: server.node_view(id),
+            replicas: Vec::new(),
+        })
+        .collect()
 }
 
 pub fn run(session: &mut Session, sub: &str, args: &[Bytes]) -> Outcome {
@@ -112,21 +155,18 @@ fn node_entry(node: &NodeView) -> Frame {
 }
 
 fn slots(session: &Session) -> Outcome {
-    let mut ranges: Vec<(u16, u16, &Shard)> = Vec::new();
-    let shards = topology(session);
-    for shard in &shards {
-        ranges.extend(shard.slots.iter().map(|&(a, b)| (a, b, shard)));
-    }
-    ranges.sort_by_key(|r| r.0);
-    let reply = ranges
+    let server = &session.server;
+    // A group's followers are not listed as replicas: a node follows some groups and leads
+    // others, and cluster clients take a node listed once as a replica for a replica
+    // everywhere. Followers serve nothing anyway (reads go to the leader).
+    let reply = group_ranges(session)
         .into_iter()
-        .map(|(start, end, shard)| {
-            let mut range = vec![
+        .map(|(start, end, master)| {
+            let range = vec![
                 Frame::Integer(start as i64),
                 Frame::Integer(end as i64),
-                node_entry(&shard.master),
+                node_entry(&server.node_view(master)),
             ];
-            range.extend(shard.replicas.iter().map(node_entry));
             Frame::Array(range)
         })
         .collect();
@@ -221,7 +261,13 @@ fn info(session: &Session) -> String {
         .sum();
     let known = shards.iter().map(|s| 1 + s.replicas.len()).sum::<usize>();
     let size = shards.iter().filter(|s| !s.slots.is_empty()).count();
-    let state = if assigned == SLOT_COUNT { "ok" } else { "fail" };
+    let groups = &session.server.groups;
+    let led = (0..session.server.db.groups() as u32).all(|g| groups.leader_of(g).is_some());
+    let state = if assigned == SLOT_COUNT && led {
+        "ok"
+    } else {
+        "fail"
+    };
     format!(
         "cluster_state:{state}\r\ncluster_slots_assigned:{assigned}\r\ncluster_slots_ok:{assigned}\r\n\
          cluster_slots_pfail:0\r\ncluster_slots_fail:0\r\ncluster_known_nodes:{known}\r\n\

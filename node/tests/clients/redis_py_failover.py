@@ -1,0 +1,59 @@
+"""redis-py's RedisCluster against a multi-node AutoCache cluster, through a node failure.
+
+Writes increasing values to a set of keys for DURATION seconds while the test kills a node.
+Every write is retried until it is acknowledged. Afterwards, every key must hold at least its
+last acknowledged value (nothing acknowledged was lost) and at most its last attempted one.
+Prints the longest time the client went without a successful write.
+
+Usage: redis_py_failover.py PORT DURATION
+"""
+import sys
+import time
+
+from redis.cluster import RedisCluster
+from redis.exceptions import RedisError
+
+port = int(sys.argv[1])
+duration = float(sys.argv[2])
+rc = RedisCluster(host="127.0.0.1", port=port, decode_responses=True,
+                  cluster_error_retry_attempts=10, socket_timeout=2)
+primaries = rc.get_primaries()
+assert len(primaries) >= 3, primaries
+
+keys = ["failover:%d" % i for i in range(40)]
+acked = {k: 0 for k in keys}
+attempted = {k: 0 for k in keys}
+errors = 0
+longest_gap = 0.0
+last_success = time.time()
+deadline = time.time() + duration
+n = 0
+while time.time() < deadline:
+    key = keys[n % len(keys)]
+    value = attempted[key] + 1
+    attempted[key] = value
+    try:
+        assert rc.set(key, value)
+        acked[key] = value
+        now = time.time()
+        longest_gap = max(longest_gap, now - last_success)
+        last_success = now
+    except (RedisError, OSError) as e:
+        errors += 1
+        time.sleep(0.05)
+    n += 1
+
+for key in keys:
+    for attempt in range(100):
+        try:
+            got = int(rc.get(key))
+            break
+        except (RedisError, OSError):
+            time.sleep(0.1)
+    else:
+        raise SystemExit("could not read %s after the failure" % key)
+    assert acked[key] <= got <= attempted[key], (key, acked[key], got, attempted[key])
+
+print("writes=%d errors=%d longest_gap=%.2fs" % (n, errors, longest_gap))
+assert longest_gap < 10, "the cluster did not serve writes for %.1fs" % longest_gap
+print("failover: ok")

@@ -1,0 +1,316 @@
+//! A three-node cluster started with `autocache dev-cluster`, driven by real cluster clients:
+//! redirections, redis-cli -c, redis-py's RedisCluster, redis-benchmark --cluster, leader
+//! failure, and a node catching up after a restart (from the log and from a snapshot).
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::cluster::DevCluster;
+use common::{bulk, manifest_dir, redis_cli, run_python_client, RawClient};
+use resp::Frame;
+
+/// The slot ranges node `port` serves, from its own CLUSTER NODES line.
+fn my_slots(port: u16) -> Vec<(u16, u16)> {
+    let nodes = redis_cli(port, &["cluster", "nodes"]);
+    let mine = nodes
+        .lines()
+        .find(|line| line.contains("myself"))
+        .expect("a myself line");
+    mine.split(' ')
+        .skip(8)
+        .map(|range| match range.split_once('-') {
+            Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+            None => (range.parse().unwrap(), range.parse().unwrap()),
+        })
+        .collect()
+}
+
+/// A key whose slot lies in `ranges`.
+fn key_in(port: u16, ranges: &[(u16, u16)], prefix: &str) -> (String, u16) {
+    (0..)
+        .map(|i| format!("{prefix}{i}"))
+        .find_map(|key| {
+            let slot: u16 = redis_cli(port, &["cluster", "keyslot", &key])
+                .parse()
+                .ok()?;
+            ranges
+                .iter()
+                .any(|&(a, b)| (a..=b).contains(&slot))
+                .then_some((key, slot))
+        })
+        .unwrap()
+}
+
+/// Waits until node `port` itself serves `key` (leads its group again after a restart: the
+/// balancer hands the group back once the node caught up).
+fn wait_until_serves(port: u16, key: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let reply = RawClient::connect(port).cmd(&["GET", key]);
+        match &reply {
+            Frame::Error(text) if text.starts_with("MOVED") || text.starts_with("CLUSTERDOWN") => {
+                assert!(
+                    Instant::now() < deadline,
+                    "node on port {port} does not serve {key} again: {text}"
+                );
+                std::thread::sleep(Duration::from_millis(200));
+            }
+            _ => return,
+        }
+    }
+}
+
+#[test]
+fn topology_and_redirections() {
+    let cluster = DevCluster::start(3, &[]);
+    let [p1, p2, p3] = [cluster.port(1), cluster.port(2), cluster.port(3)];
+    // Every node leads its share of the 16 groups, and every node agrees on who leads what.
+    let nodes = redis_cli(p1, &["cluster", "nodes"]);
+    let masters: Vec<&str> = nodes.lines().collect();
+    assert_eq!(masters.len(), 3, "{nodes}");
+    let mut covered = 0;
+    for line in &masters {
+        assert!(line.contains("master - 0 0 0 connected "), "{line}");
+        let ranges: Vec<&str> = line.split(' ').skip(8).collect();
+        assert!(ranges.len() >= 5, "leaders are not balanced: {nodes}");
+        covered += ranges
+            .iter()
+            .map(|r| {
+                let (a, b) = r.split_once('-').unwrap();
+                b.parse::<usize>().unwrap() - a.parse::<usize>().unwrap() + 1
+            })
+            .sum::<usize>();
+    }
+    assert_eq!(covered, 16384);
+    assert!(redis_cli(p2, &["cluster", "info"]).starts_with("cluster_state:ok"));
+    // A node answers MOVED for a slot another node leads, naming that node.
+    let (key, slot) = key_in(p1, &my_slots(p2), "moved:");
+    let reply = RawClient::connect(p1).raw(&[b"SET", key.as_bytes(), b"v"]);
+    assert_eq!(
+        common::show(&reply),
+        format!("-MOVED {slot} 127.0.0.1:{p2}\\r\\n")
+    );
+    // redis-cli -c follows it, from every node; reads too.
+    for port in [p1, p2, p3] {
+        assert_eq!(
+            redis_cli(port, &["-c", "set", &key, &port.to_string()]),
+            "OK"
+        );
+        assert_eq!(redis_cli(port, &["-c", "get", &key]), port.to_string());
+    }
+    assert_eq!(redis_cli(p2, &["get", &key]), p3.to_string());
+    // A transaction on a group led elsewhere is redirected before anything applies.
+    let mut client = RawClient::connect(p1);
+    assert_eq!(client.cmd(&["MULTI"]), Frame::simple("OK"));
+    assert_eq!(client.cmd(&["INCR", &key]), Frame::simple("QUEUED"));
+    match client.cmd(&["EXEC"]) {
+        Frame::Error(text) => assert!(text.starts_with(&format!("MOVED {slot} ")), "{text}"),
+        other => panic!("EXEC on a follower: {other:?}"),
+    }
+    assert_eq!(
+        RawClient::connect(p2).cmd(&["GET", &key]),
+        bulk(&p3.to_string())
+    );
+}
+
+#[test]
+fn redis_py_and_redis_benchmark_use_the_cluster() {
+    let cluster = DevCluster::start(3, &[]);
+    run_python_client("redis_py_multi.py", cluster.port(2), "multi-node: ok");
+    let out = Command::new("redis-benchmark")
+        .args(["--cluster", "-p", &cluster.port(1).to_string()])
+        .args(["-t", "set,get", "-n", "4000", "-c", "20", "-q"])
+        .output()
+        .expect("run redis-benchmark (scripts/setup.sh installs redis-tools)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("Cluster has 3 master nodes"), "{stdout}");
+    for test in ["SET", "GET"] {
+        let line = stdout
+            .split(['\r', '\n'])
+            .rfind(|line| {
+                line.starts_with(&format!("{test}: ")) && line.contains("requests per second")
+            })
+            .unwrap_or_else(|| panic!("no {test} result: {stdout}"));
+        let rps: f64 = line
+            .split_whitespace()
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap_or_else(|_| panic!("{line}"));
+        assert!(rps > 100.0, "{line}");
+    }
+    assert!(!stdout.contains("Error"), "{stdout}");
+}
+
+#[test]
+fn leader_failure_loses_nothing_and_the_node_catches_up() {
+    let mut cluster = DevCluster::start(3, &[]);
+    let p1 = cluster.port(1);
+    let node1_slots = my_slots(p1);
+    let (key, _) = key_in(p1, &node1_slots, "failover:");
+    // Acknowledged writes to groups on every node, including node 1's.
+    for i in 0..200 {
+        let (reply, _) = cluster.cmd_following(
+            2,
+            &["SET", &format!("k{i}"), &i.to_string()],
+            Duration::from_secs(5),
+        );
+        assert_eq!(reply, Frame::simple("OK"));
+    }
+    assert_eq!(redis_cli(p1, &["set", &key, "before"]), "OK");
+
+    cluster.kill(1);
+    // The key's group elects a new leader among the survivors: the next command is
+    // redirected there and succeeds within a few seconds.
+    let (reply, took) = cluster.cmd_following(2, &["SET", &key, "after"], Duration::from_secs(15));
+    assert_eq!(reply, Frame::simple("OK"));
+    eprintln!("first write to the failed leader's group succeeded after {took:?}");
+    assert!(took < Duration::from_secs(8), "failover took {took:?}");
+    for i in 0..200 {
+        let (reply, _) =
+            cluster.cmd_following(3, &["GET", &format!("k{i}")], Duration::from_secs(15));
+        assert_eq!(reply, bulk(&i.to_string()), "k{i} after the failure");
+    }
+    // Writes made while node 1 was down reach it when it comes back: it catches up from the
+    // leader's log and leads its groups again.
+    for i in 200..300 {
+        let (reply, _) = cluster.cmd_following(
+            3,
+            &["SET", &format!("k{i}"), &i.to_string()],
+            Duration::from_secs(15),
+        );
+        assert_eq!(reply, Frame::simple("OK"));
+    }
+    cluster.restart(1);
+    wait_until_serves(p1, &key, Duration::from_secs(30));
+    assert_eq!(redis_cli(p1, &["get", &key]), "after");
+    for i in 0..300 {
+        let key = format!("k{i}");
+        if let Ok(slot) = redis_cli(p1, &["cluster", "keyslot", &key]).parse::<u16>() {
+            if node1_slots.iter().any(|&(a, b)| (a..=b).contains(&slot)) {
+                // Leadership returns one group at a time, each once node 1 caught up.
+                wait_until_serves(p1, &key, Duration::from_secs(30));
+                assert_eq!(
+                    redis_cli(p1, &["get", &key]),
+                    i.to_string(),
+                    "{key} on node 1"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn a_node_behind_the_purged_log_catches_up_from_a_snapshot() {
+    // Three groups, snapshots every 100 entries: a follower that misses more than the 1000
+    // entries kept after a snapshot can only catch up by installing one.
+    let mut cluster = DevCluster::start(3, &["--groups", "3", "--snapshot-every", "100"]);
+    let p3 = cluster.port(3);
+    let node3_slots = my_slots(p3);
+    cluster.kill(3);
+    // Node 3's group (slots 10923-16383) moves to a survivor; write far past what it keeps.
+    let (tag, _) = key_in(cluster.port(1), &node3_slots, "tag");
+    let (reply, _) = cluster.cmd_following(
+        1,
+        &["SET", &format!("{{{tag}}}:probe"), "x"],
+        Duration::from_secs(15),
+    );
+    assert_eq!(reply, Frame::simple("OK"));
+    let leader = (1..=2u16)
+        .map(|id| cluster.port(id))
+        .find(|&port| redis_cli(port, &["set", &format!("{{{tag}}}:probe"), "y"]) == "OK")
+        .expect("a survivor leads node 3's group");
+    let mut client = RawClient::connect(leader);
+    let mut pipeline = Vec::new();
+    for i in 0..3000 {
+        pipeline.extend(RawClient::encode(&[
+            b"SET",
+            format!("{{{tag}}}:{i}").as_bytes(),
+            i.to_string().as_bytes(),
+        ]));
+    }
+    client.send_raw(&pipeline);
+    for _ in 0..3000 {
+        assert_eq!(
+            common::show(&client.read_reply_bytes().unwrap()),
+            "+OK\\r\\n"
+        );
+    }
+    cluster.restart(3);
+    wait_until_serves(p3, &format!("{{{tag}}}:probe"), Duration::from_secs(60));
+    let mut client = RawClient::connect(p3);
+    for i in (0..3000).step_by(97) {
+        assert_eq!(
+            client.cmd(&["GET", &format!("{{{tag}}}:{i}")]),
+            bulk(&i.to_string())
+        );
+    }
+    assert_eq!(client.cmd(&["GET", &format!("{{{tag}}}:probe")]), bulk("y"));
+    let log = std::fs::read_to_string(cluster.restart_log(3)).unwrap();
+    assert!(
+        log.contains("installed a snapshot from the leader"),
+        "node 3 caught up without a snapshot:\n{log}"
+    );
+}
+
+#[test]
+fn redis_py_keeps_writing_through_a_node_failure() {
+    let mut cluster = DevCluster::start(3, &[]);
+    let script = format!("{}/tests/clients/redis_py_failover.py", manifest_dir());
+    let client = Command::new("python3")
+        .arg(&script)
+        .arg(cluster.port(2).to_string())
+        .arg("12")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.kill(1);
+    let out = client.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("failover: ok"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{stdout}");
+}
+
+#[test]
+fn redis_rs_cluster_client_works() {
+    use redis::Commands;
+    let cluster = DevCluster::start(3, &[]);
+    let client =
+        redis::cluster::ClusterClient::new(vec![format!("redis://127.0.0.1:{}/", cluster.port(3))])
+            .unwrap();
+    let mut connection = client.get_connection().unwrap();
+    for i in 0..300 {
+        let () = connection.set(format!("rs:{i}"), i).unwrap();
+    }
+    for i in 0..300 {
+        let value: i64 = connection.get(format!("rs:{i}")).unwrap();
+        assert_eq!(value, i);
+    }
+    let () = connection
+        .mset(&[("{rs}:a", "1"), ("{rs}:b", "2")])
+        .unwrap();
+    let values: Vec<String> = connection.mget(&["{rs}:a", "{rs}:b"]).unwrap();
+    assert_eq!(values, ["1", "2"]);
+    let total: i64 = connection.incr("{rs}:a", 41).unwrap();
+    assert_eq!(total, 42);
+    // Each node holds only the keys of the groups it leads; together, all of them.
+    let held: usize = cluster
+        .ports()
+        .iter()
+        .map(|&port| redis_cli(port, &["dbsize"]).parse::<usize>().unwrap())
+        .sum();
+    assert_eq!(
+        held, 302,
+        "DBSIZE counts the keys of the groups a node leads"
+    );
+}
