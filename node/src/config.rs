@@ -48,6 +48,8 @@ pub struct Config {
     pub members: Vec<String>,
     /// Replicas of each slot group (at most the number of members).
     pub replicas: usize,
+    /// Port of the Prometheus endpoint (`GET /metrics`) on the bind address; 0: none.
+    pub metrics_port: u16,
 }
 
 impl Default for Config {
@@ -70,6 +72,7 @@ impl Default for Config {
             node_id: 1,
             members: Vec::new(),
             replicas: 3,
+            metrics_port: 0,
         }
     }
 }

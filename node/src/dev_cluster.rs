@@ -1,8 +1,8 @@
 //! `autocache dev-cluster`: a local cluster of N server processes on one machine, the way a
 //! newcomer tries a cluster and the way tests start one.
 //!
-//! Node i (from 1) serves clients on `base-port + i - 1` and raft on that port + 10000 (where
-//! Redis Cluster puts its bus), keeps its data in `DIR/node<i>` and its log in
+//! Node i (from 1) serves clients on `base-port + i - 1`, raft on that port + 10000 (where
+//! Redis Cluster puts its bus) and metrics on that port + 20000, keeps its data in `DIR/node<i>` and its log in
 //! `DIR/node<i>/autocache.log`. Ctrl-C (or SIGTERM) stops them all.
 
 use std::io::{BufRead, BufReader, Write};
@@ -26,6 +26,9 @@ macro_rules! say {
 
 /// Offset from a node's client port to its raft port.
 const RAFT_PORT_OFFSET: u16 = 10000;
+
+/// Offset from a node's client port to its metrics port.
+const METRICS_PORT_OFFSET: u16 = 20000;
 
 /// How long the cluster may take to elect a leader for every group.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -72,9 +75,9 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
     if !(1..=100).contains(&args.nodes) {
         bail!("--nodes must be between 1 and 100");
     }
-    let last_port = args.base_port as u32 + args.nodes as u32 - 1 + RAFT_PORT_OFFSET as u32;
+    let last_port = args.base_port as u32 + args.nodes as u32 - 1 + METRICS_PORT_OFFSET as u32;
     if last_port > u16::MAX as u32 {
-        bail!("--base-port too high: raft ports are client ports + {RAFT_PORT_OFFSET}");
+        bail!("--base-port too high: metrics ports are client ports + {METRICS_PORT_OFFSET}");
     }
     let nodes: Vec<Node> = (1..=args.nodes)
         .map(|id| {
@@ -107,6 +110,10 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
             .arg("server")
             .args(["--bind", "127.0.0.1"])
             .args(["--port", &node.client.port().to_string()])
+            .args([
+                "--metrics-port",
+                &(node.client.port() + METRICS_PORT_OFFSET).to_string(),
+            ])
             .arg("--data-dir")
             .arg(&node.dir)
             .args(["--node-id", &node.id.to_string()])
@@ -139,10 +146,11 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
             .spawn()
             .with_context(|| format!("start node {}", node.id))?;
         say!(
-            "node {}: clients {}  raft {}  data {}  log {}  pid {}",
+            "node {}: clients {}  raft {}  metrics http://127.0.0.1:{}/metrics  data {}  log {}  pid {}",
             node.id,
             node.client,
             node.raft,
+            node.client.port() + METRICS_PORT_OFFSET,
             node.dir.display(),
             log_path.display(),
             child.id()

@@ -10,6 +10,7 @@ mod cmd;
 mod config;
 mod connection;
 mod dev_cluster;
+mod metrics;
 mod pubsub;
 mod route;
 mod server;
@@ -81,6 +82,9 @@ struct ServerArgs {
     /// Replicas of each slot group (at most the number of members).
     #[arg(long)]
     replicas: Option<usize>,
+    /// Port of the Prometheus endpoint (GET /metrics); 0: none.
+    #[arg(long)]
+    metrics_port: Option<u16>,
 }
 
 impl ServerArgs {
@@ -121,6 +125,9 @@ impl ServerArgs {
         }
         if let Some(n) = self.replicas {
             config.replicas = n;
+        }
+        if let Some(port) = self.metrics_port {
+            config.metrics_port = port;
         }
         config.validate()?;
         Ok(config)

@@ -18,6 +18,7 @@ use crate::client::ClientRegistry;
 use crate::cmd::cluster::NodeView;
 use crate::config::Config;
 use crate::connection;
+use crate::metrics::ServerSeries;
 use crate::pubsub::PubSub;
 use crate::slowlog::SlowLog;
 use crate::stats::ServerStats;
@@ -43,6 +44,9 @@ pub struct Server {
     /// directory so it survives restarts.
     pub node_name: String,
     pub local_addr: SocketAddr,
+    /// Every Prometheus series (raft's and the server's), for `/metrics`.
+    pub registry: prometheus::Registry,
+    pub series: ServerSeries,
     shutdown: watch::Sender<bool>,
 }
 
@@ -139,6 +143,7 @@ fn node_name(dir: &std::path::Path) -> anyhow::Result<String> {
 /// A bound, not yet serving, server.
 pub struct Bound {
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     server: Arc<Server>,
 }
 
@@ -183,6 +188,23 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     )
     .await
     .context("start the raft groups")?;
+    let registry = prometheus::Registry::new();
+    groups
+        .metrics()
+        .register(&registry)
+        .context("register raft metrics")?;
+    let series = ServerSeries::register(&registry).context("register server metrics")?;
+    let metrics_listener = match config.metrics_port {
+        0 => None,
+        port => {
+            let addr = SocketAddr::new(config.bind, port);
+            Some(
+                TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("listen for metrics scrapes on {addr}"))?,
+            )
+        }
+    };
     let (shutdown, _) = watch::channel(false);
     let server = Arc::new(Server {
         db,
@@ -197,18 +219,34 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         run_id: run_id(),
         node_name,
         local_addr,
+        registry,
+        series,
         shutdown,
     });
-    Ok(Bound { listener, server })
+    Ok(Bound {
+        listener,
+        metrics_listener,
+        server,
+    })
 }
 
 impl Bound {
     /// Serves clients until shutdown is asked for, then drains connections and stops the
     /// background tasks it started.
     pub async fn serve(self) -> anyhow::Result<()> {
-        let Bound { listener, server } = self;
+        let Bound {
+            listener,
+            metrics_listener,
+            server,
+        } = self;
         tracing::info!(addr = %server.local_addr, "serving clients");
         let expiry = tokio::spawn(expiry_cycle(server.clone()));
+        let metrics = metrics_listener.map(|listener| {
+            if let Ok(addr) = listener.local_addr() {
+                tracing::info!(%addr, "serving metrics at /metrics");
+            }
+            tokio::spawn(crate::metrics::serve(server.clone(), listener))
+        });
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
@@ -253,6 +291,10 @@ impl Bound {
         }
         expiry.abort();
         let _ = expiry.await;
+        if let Some(metrics) = metrics {
+            metrics.abort();
+            let _ = metrics.await;
+        }
         server.groups.shutdown().await;
         tracing::info!("stopped");
         Ok(())

@@ -314,3 +314,72 @@ fn redis_rs_cluster_client_works() {
         "DBSIZE counts the keys of the groups a node leads"
     );
 }
+
+/// GET `path` from `port` over plain HTTP/1.1; returns (status line, body).
+fn http_get(port: u16, path: &str) -> (String, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "GET {path} HTTP/1.1\r\nHost: localhost\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    (head.lines().next().unwrap().to_string(), body.to_string())
+}
+
+/// The value of the series `name` (with its labels, as printed) in a scrape.
+fn series(body: &str, name: &str) -> Option<f64> {
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+}
+
+#[test]
+fn metrics_endpoint_reports_every_group() {
+    let cluster = DevCluster::start(3, &[]);
+    let metrics = cluster.metrics_port(1);
+    let (status, _) = http_get(metrics, "/");
+    assert_eq!(status, "HTTP/1.1 404 Not Found");
+    let (status, before) = http_get(metrics, "/metrics");
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    // Node 1 is the preferred leader of groups 0, 3, 6, ...: it leads them, follows the rest.
+    for group in 0..16 {
+        let leading = if group % 3 == 0 { 1.0 } else { 0.0 };
+        assert_eq!(
+            series(
+                &before,
+                &format!("autocache_raft_is_leader{{group=\"{group}\"}}")
+            ),
+            Some(leading),
+            "group {group}:\n{before}"
+        );
+        assert_eq!(
+            series(
+                &before,
+                &format!("autocache_raft_has_leader{{group=\"{group}\"}}")
+            ),
+            Some(1.0)
+        );
+    }
+    assert!(series(&before, "autocache_raft_term{group=\"0\"}").unwrap() >= 1.0);
+    assert!(
+        series(
+            &before,
+            "autocache_raft_replication_lag_entries{group=\"0\",peer=\"2\"}"
+        )
+        .is_some(),
+        "{before}"
+    );
+    // A write to group 0 is counted as committed and moves its indexes on every replica.
+    let (key, _) = key_in(cluster.port(1), &[(0, 1023)], "metrics:");
+    assert_eq!(redis_cli(cluster.port(1), &["set", &key, "v"]), "OK");
+    let (_, after) = http_get(metrics, "/metrics");
+    let committed = "autocache_raft_proposals_total{group=\"0\",outcome=\"committed\"}";
+    assert!(
+        series(&after, committed).unwrap_or(0.0) >= series(&before, committed).unwrap_or(0.0) + 1.0
+    );
+    let applied = "autocache_raft_applied_index{group=\"0\"}";
+    assert!(series(&after, applied) > series(&before, applied));
+    assert!(series(&after, "autocache_raft_log_fsync_seconds_count").unwrap() > 0.0);
+    assert!(series(&after, "autocache_connected_clients").is_some());
+    let (_, follower) = http_get(cluster.metrics_port(2), "/metrics");
+    assert!(series(&follower, applied).unwrap() >= series(&before, applied).unwrap());
+}

@@ -1,6 +1,8 @@
 //! What client connections ask of a node's groups: proposing writes and fencing reads, with
 //! errors that say whether a failed write certainly did not apply.
 
+use std::sync::Arc;
+
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::impls::ProgressResponder;
 use openraft::raft::ClientWriteResult;
@@ -8,6 +10,7 @@ use openraft::type_config::alias::OneshotReceiverOf;
 use openraft::ReadPolicy;
 
 use crate::groups::Groups;
+use crate::metrics::{ProposalOutcome, RaftMetrics};
 use crate::request::{Request, Response};
 use crate::typ::{GroupId, NodeAddr, TypeConfig};
 
@@ -34,12 +37,25 @@ impl AccessError {
 /// A write proposed to a group, whose reply arrives once the entry applies.
 pub struct PendingWrite {
     reply: OneshotReceiverOf<TypeConfig, ClientWriteResult<TypeConfig>>,
+    group: GroupId,
+    metrics: Arc<RaftMetrics>,
 }
 
 impl PendingWrite {
     /// Waits for the entry to apply; returns what applying it answered.
-    pub async fn outcome(self) -> Result<Response, AccessError> {
-        match self.reply.await {
+    pub async fn outcome(mut self) -> Result<Response, AccessError> {
+        let result = self.wait().await;
+        let outcome = match &result {
+            Ok(_) => ProposalOutcome::Committed,
+            Err(AccessError::NotLeader { .. }) => ProposalOutcome::Failed,
+            Err(AccessError::Uncertain(_)) => ProposalOutcome::Uncertain,
+        };
+        self.metrics.proposal(self.group, outcome);
+        result
+    }
+
+    async fn wait(&mut self) -> Result<Response, AccessError> {
+        match (&mut self.reply).await {
             Ok(Ok(written)) => Ok(written.data),
             Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(AccessError::NotLeader {
                 leader: forward.leader_node,
@@ -61,11 +77,19 @@ impl Groups {
     ) -> Result<PendingWrite, AccessError> {
         let raft = self.raft(group).ok_or_else(|| self.not_here(group))?;
         let (responder, reply) = ProgressResponder::complete_only();
-        raft.client_write_ff(request, Some(responder))
+        let proposed = raft
+            .client_write_ff(request, Some(responder))
             .await
             // A fatal error means the group stopped before taking the entry.
-            .map_err(|_fatal| AccessError::NotLeader { leader: None })
-            .map(|()| PendingWrite { reply })
+            .map_err(|_fatal| AccessError::NotLeader { leader: None });
+        if proposed.is_err() {
+            self.metrics().proposal(group, ProposalOutcome::Failed);
+        }
+        proposed.map(|()| PendingWrite {
+            reply,
+            group,
+            metrics: self.metrics().clone(),
+        })
     }
 
     /// Returns once a read of `group` on this node is linearizable: this node leads the group

@@ -13,6 +13,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::log_store::LogDb;
+use crate::metrics::RaftMetrics;
 use crate::network::{GroupNetwork, Peers};
 use crate::placement::Placement;
 use crate::service::{self, BindError, Registry};
@@ -70,7 +71,8 @@ pub struct Groups {
     sole_voter: Vec<bool>,
     store: Arc<LogDb>,
     registry: Registry,
-    /// Set to stop the raft service and the leader balancer.
+    metrics: Arc<RaftMetrics>,
+    /// Set to stop the raft service, the leader balancer and the leader watchers.
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -117,6 +119,7 @@ impl Groups {
         })?;
         let (stop, _) = watch::channel(false);
         let registry = Registry::default();
+        let metrics = Arc::new(RaftMetrics::new(store.fsync_histogram()));
         let mut tasks = Vec::new();
         if placement.members().len() > 1 {
             let addr = me.raft.parse().map_err(|_| GroupsError::RaftAddr {
@@ -163,6 +166,12 @@ impl Groups {
             .await
             .map_err(|e| start_error(e.to_string()))?;
             registry.register(group, raft.clone());
+            tasks.push(tokio::spawn(count_leader_changes(
+                group,
+                raft.clone(),
+                metrics.clone(),
+                stop.subscribe(),
+            )));
             let initialized = raft
                 .is_initialized()
                 .await
@@ -229,6 +238,7 @@ impl Groups {
             sole_voter,
             store,
             registry,
+            metrics,
             stop,
             tasks: Mutex::new(tasks),
         })
@@ -242,6 +252,11 @@ impl Groups {
     /// The cluster's members and where groups live.
     pub fn placement(&self) -> &Placement {
         &self.placement
+    }
+
+    /// The groups' Prometheus series.
+    pub fn metrics(&self) -> &Arc<RaftMetrics> {
+        &self.metrics
     }
 
     /// The raft instance of `group`, if this node replicates it.
@@ -301,6 +316,30 @@ impl Groups {
         }
         // Keep the store alive until every group stopped writing to it.
         let _ = &self.store;
+    }
+}
+
+/// Counts the changes of `group`'s leader as this node sees them, until `stop`.
+async fn count_leader_changes(
+    group: GroupId,
+    raft: Raft,
+    metrics: Arc<RaftMetrics>,
+    mut stop: watch::Receiver<bool>,
+) {
+    // Server metrics change with leadership and membership only, not with every write.
+    let mut server = raft.server_metrics();
+    let mut leader = server.borrow_watched().current_leader;
+    let label = group.to_string();
+    loop {
+        tokio::select! {
+            changed = server.changed() => if changed.is_err() { return },
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let now = server.borrow_watched().current_leader;
+        if now != leader {
+            metrics.leader_changes.with_label_values(&[&label]).inc();
+            leader = now;
+        }
     }
 }
 

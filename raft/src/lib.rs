@@ -14,6 +14,8 @@ pub mod client;
 pub mod groups;
 /// The RocksDB log store shared by a node's groups.
 pub mod log_store;
+/// Prometheus series of the groups.
+pub mod metrics;
 /// The sending end of the transport between nodes.
 pub mod network;
 /// Which members replicate and lead each group.
@@ -32,6 +34,7 @@ pub mod wire;
 pub use client::{AccessError, PendingWrite};
 pub use groups::{Groups, GroupsConfig, GroupsError};
 pub use log_store::{LogDb, LogDbStats, LogStore};
+pub use metrics::RaftMetrics;
 pub use placement::{Placement, PlacementError};
 pub use request::{Op, Request, Response, WatchedKey};
 pub use state_machine::StateMachine;

@@ -76,10 +76,29 @@ pub struct LogDbStats {
     pub fsyncs: u64,
 }
 
-#[derive(Default)]
 struct Counters {
     appends: AtomicU64,
     fsyncs: AtomicU64,
+    /// How long each WAL fsync took.
+    fsync_seconds: prometheus::Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        let fsync_seconds = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "autocache_raft_log_fsync_seconds",
+                "Duration of each raft log WAL fsync (one covers every append queued before it).",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("valid buckets")),
+        )
+        .expect("valid histogram");
+        Counters {
+            appends: AtomicU64::default(),
+            fsyncs: AtomicU64::default(),
+            fsync_seconds,
+        }
+    }
 }
 
 /// A node's raft storage: every group's log, vote and snapshot, in one RocksDB.
@@ -124,6 +143,11 @@ impl LogDb {
             store: self.clone(),
             group,
         }
+    }
+
+    /// The histogram of WAL fsync durations, for a metrics registry.
+    pub fn fsync_histogram(&self) -> prometheus::Histogram {
+        self.counters.fsync_seconds.clone()
     }
 
     /// How much durability work the store did.
@@ -241,7 +265,11 @@ fn flush_loop(db: &DB, counters: &Counters, queue: mpsc::Receiver<IOFlushed<Type
                 Err(_) => break,
             }
         }
+        let fsync_started = Instant::now();
         let result = db.flush_wal(true);
+        counters
+            .fsync_seconds
+            .observe(fsync_started.elapsed().as_secs_f64());
         counters.fsyncs.fetch_add(1, Ordering::Relaxed);
         counters
             .appends

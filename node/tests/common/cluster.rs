@@ -31,13 +31,18 @@ pub struct DevCluster {
 /// A base port whose client and raft ports for `nodes` nodes are all free right now.
 fn free_base_port(nodes: u16) -> u16 {
     // Tests run in parallel processes: random bases, 10 ports apart, rarely meet; the probe
-    // below catches the rest. Client ports stay below 30000, raft ports (+10000) above.
+    // below catches the rest. Client ports stay below 30000, raft (+10000) and metrics
+    // (+20000) ports above.
     loop {
         let candidate = 20000 + rand::random_range(0..990u16) * 10;
         let free = (0..nodes).all(|i| {
-            [candidate + i, candidate + i + RAFT_PORT_OFFSET]
-                .iter()
-                .all(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
+            [
+                candidate + i,
+                candidate + i + RAFT_PORT_OFFSET,
+                candidate + i + 2 * RAFT_PORT_OFFSET,
+            ]
+            .iter()
+            .all(|&port| TcpListener::bind(("127.0.0.1", port)).is_ok())
         });
         if free {
             return candidate;
@@ -124,6 +129,11 @@ impl DevCluster {
     /// The client port of node `id` (from 1).
     pub fn port(&self, id: u16) -> u16 {
         self.base_port + id - 1
+    }
+
+    /// The metrics port of node `id` (dev-cluster puts it 20000 above the client port).
+    pub fn metrics_port(&self, id: u16) -> u16 {
+        self.port(id) + 2 * RAFT_PORT_OFFSET
     }
 
     /// Every node's client port.
