@@ -183,6 +183,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             groups: config.groups as u32,
             dir: config.data_dir.join("raft"),
             snapshot_every: config.snapshot_every,
+            link_filter: None,
         },
         db.clone(),
     )

@@ -12,6 +12,7 @@ use tiering::Db;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::link_filter::LinkFilter;
 use crate::log_store::LogDb;
 use crate::metrics::RaftMetrics;
 use crate::network::{GroupNetwork, Peers};
@@ -41,6 +42,8 @@ pub struct GroupsConfig {
     pub dir: PathBuf,
     /// A group snapshots its state (and may purge its log) every this many entries.
     pub snapshot_every: u64,
+    /// Cut or slowed links between nodes: in-process tests only, None in a server.
+    pub link_filter: Option<LinkFilter>,
 }
 
 /// Why the groups could not start.
@@ -135,7 +138,7 @@ impl Groups {
         }
         let ticking = raft_config(true, config.snapshot_every)?;
         let tickless = raft_config(false, config.snapshot_every)?;
-        let peers = Peers::default();
+        let peers = Peers::new(config.node_id, config.link_filter.clone());
         let mut rafts = Vec::with_capacity(config.groups as usize);
         let mut sole_voter = Vec::with_capacity(config.groups as usize);
         for group in 0..config.groups {

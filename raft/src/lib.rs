@@ -12,6 +12,8 @@
 pub mod client;
 /// A node's groups: starting, finding and stopping them.
 pub mod groups;
+/// Fault injection between the nodes of an in-process test cluster.
+pub mod link_filter;
 /// The RocksDB log store shared by a node's groups.
 pub mod log_store;
 /// Prometheus series of the groups.

@@ -29,6 +29,7 @@ use tonic::client::Grpc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
+use crate::link_filter::{Link, LinkFilter};
 use crate::typ::{GroupId, NodeAddr, NodeId, Snapshot, SnapshotData, TypeConfig as C, Vote};
 use crate::wire::{path, set_group, PostcardCodec, SnapshotChunk, MAX_MESSAGE};
 
@@ -36,12 +37,48 @@ use crate::wire::{path, set_group, PostcardCodec, SnapshotChunk, MAX_MESSAGE};
 const SNAPSHOT_CHUNK: usize = 1 << 20;
 
 /// The connections of one node to its peers, shared by all its groups.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Peers {
+    me: NodeId,
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// Cut or slowed links (tests only).
+    filter: Option<LinkFilter>,
 }
 
 impl Peers {
+    /// The peers of node `me`, whose links pass through `filter` if there is one.
+    pub fn new(me: NodeId, filter: Option<LinkFilter>) -> Peers {
+        Peers {
+            me,
+            channels: Arc::default(),
+            filter,
+        }
+    }
+
+    /// Waits out a delayed link; fails if the link to `target` is cut.
+    async fn pass(&self, target: NodeId) -> Result<(), Unreachable<C>> {
+        let Some(filter) = &self.filter else {
+            return Ok(());
+        };
+        if filter.is_cut(self.me, target) {
+            return Err(Unreachable::from_string(format!(
+                "link {} -> {target} is cut",
+                self.me
+            )));
+        }
+        if let Some(Link::Delay(delay)) = filter.link(self.me, target) {
+            tokio::time::sleep(delay).await;
+        }
+        Ok(())
+    }
+
+    /// Returns true while the link to `target` is cut.
+    fn is_cut(&self, target: NodeId) -> bool {
+        self.filter
+            .as_ref()
+            .is_some_and(|filter| filter.is_cut(self.me, target))
+    }
+
     /// The connection to `target` at `addr` (made lazily, reconnected by tonic when it drops).
     fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, Unreachable<C>> {
         let mut channels = self.channels.lock();
@@ -76,6 +113,7 @@ pub struct GroupNetwork {
 pub struct PeerClient {
     group: GroupId,
     target: NodeId,
+    peers: Peers,
     grpc: Result<Grpc<Channel>, Unreachable<C>>,
 }
 
@@ -91,6 +129,7 @@ impl RaftNetworkFactory<C> for GroupNetwork {
         PeerClient {
             group: self.group,
             target,
+            peers: self.peers.clone(),
             grpc,
         }
     }
@@ -128,6 +167,10 @@ impl PeerClient {
         Req: Serialize + Send + Sync + 'static,
         Resp: DeserializeOwned + Send + Sync + 'static,
     {
+        self.peers
+            .pass(self.target)
+            .await
+            .map_err(RPCError::Unreachable)?;
         let mut grpc = self.grpc()?;
         let request = self.request(message);
         let call = async move {
@@ -192,7 +235,16 @@ impl RaftNetworkV2<C> for PeerClient {
             let Some(first) = input.next().await else {
                 return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
             };
-            let request = self.request(futures::stream::once(async { first }).chain(input));
+            self.peers
+                .pass(self.target)
+                .await
+                .map_err(RPCError::Unreachable)?;
+            // A link cut while the stream flows ends it, in both directions.
+            let (peers, target) = (self.peers.clone(), self.target);
+            let input = futures::stream::once(async { first })
+                .chain(input)
+                .take_while(move |_| std::future::ready(!peers.is_cut(target)));
+            let request = self.request(input);
             let open = async move {
                 grpc.ready()
                     .await
@@ -217,7 +269,15 @@ impl RaftNetworkV2<C> for PeerClient {
                     ))))
                 }
             };
-            let results = response.into_inner().map(|r| r.map_err(rpc_error));
+            let (peers, target) = (self.peers.clone(), self.target);
+            let results = response.into_inner().map(move |r| {
+                if peers.is_cut(target) {
+                    return Err(RPCError::Unreachable(Unreachable::from_string(
+                        "link cut while streaming",
+                    )));
+                }
+                r.map_err(rpc_error)
+            });
             Ok(Box::pin(results) as BoxStream<'s, _>)
         })
     }
@@ -253,6 +313,10 @@ impl RaftNetworkV2<C> for PeerClient {
         cancel: impl Future<Output = ReplicationClosed> + OptionalSend + 'static,
         option: RPCOption,
     ) -> Result<SnapshotResponse<C>, StreamingError<C>> {
+        self.peers
+            .pass(self.target)
+            .await
+            .map_err(StreamingError::Unreachable)?;
         let mut grpc = self.grpc()?;
         let data = bytes::Bytes::from(snapshot.snapshot.into_inner());
         let chunk = option

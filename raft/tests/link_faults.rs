@@ -1,0 +1,297 @@
+//! Three nodes in one process, talking gRPC over loopback through a link filter that cuts and
+//! slows links: elections, failover of a partitioned leader, a delayed follower, and a
+//! follower that was cut off long enough to need a snapshot.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use openraft::async_runtime::watch::WatchReceiver;
+use raft::link_filter::LinkFilter;
+use raft::{AccessError, Groups, GroupsConfig, NodeAddr, NodeId, Op, Placement, Request, Response};
+use resp::{CommandTable, Frame};
+use tiering::{Caller, Db, ExecCtx};
+
+struct Node {
+    id: NodeId,
+    db: Arc<Db>,
+    groups: Groups,
+}
+
+struct Cluster {
+    nodes: Vec<Node>,
+    filter: LinkFilter,
+    _dir: tempfile::TempDir,
+}
+
+fn free_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+impl Cluster {
+    /// Starts three nodes replicating one group (preferred leader: node 1).
+    async fn start(snapshot_every: u64) -> Cluster {
+        let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let filter = LinkFilter::default();
+        let members = (1..=3)
+            .map(|id| {
+                let addr = NodeAddr {
+                    client: format!("127.0.0.1:{}", 6000 + id),
+                    raft: free_addr(),
+                };
+                (id, addr)
+            })
+            .collect();
+        let placement = Placement::new(members, 3).unwrap();
+        let mut nodes = Vec::new();
+        for id in 1..=3 {
+            let db = Arc::new(Db::new(1));
+            let config = GroupsConfig {
+                node_id: id,
+                placement: placement.clone(),
+                groups: 1,
+                dir: dir.path().join(format!("node{id}")),
+                snapshot_every,
+                link_filter: Some(filter.clone()),
+            };
+            let groups = Groups::start(config, db.clone()).await.unwrap();
+            nodes.push(Node { id, db, groups });
+        }
+        Cluster {
+            nodes,
+            filter,
+            _dir: dir,
+        }
+    }
+
+    fn node(&self, id: NodeId) -> &Node {
+        &self.nodes[id as usize - 1]
+    }
+
+    /// Waits until one of `candidates` leads the group, as every candidate sees it.
+    async fn wait_leader(&self, candidates: &[NodeId], timeout: Duration) -> NodeId {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let leaders: Vec<NodeId> = candidates
+                .iter()
+                .filter(|&&id| self.node(id).groups.is_leader(0))
+                .copied()
+                .collect();
+            let agreed = leaders.len() == 1
+                && candidates.iter().all(|&id| {
+                    self.node(id).groups.leader_of(0).map(|(l, _)| l) == Some(leaders[0])
+                });
+            if agreed {
+                return leaders[0];
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no single leader among {candidates:?} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Proposes SET `key` `value` through node `node`.
+async fn set(node: &Node, key: &str, value: &str) -> Result<Response, AccessError> {
+    let request = Request {
+        now_ms: 1,
+        seed: 0,
+        op: Op::Command(vec![b"SET".to_vec(), key.into(), value.into()]),
+    };
+    node.groups.propose(0, request).await?.outcome().await
+}
+
+/// GET `key` from node `node`'s local keyspace (what its state machine applied).
+fn local_get(node: &Node, key: &str) -> Frame {
+    let args = vec![
+        Bytes::from_static(b"GET"),
+        Bytes::copy_from_slice(key.as_bytes()),
+    ];
+    let spec = CommandTable::get().lookup_request(&args).unwrap();
+    let ctx = ExecCtx { now_ms: 1, seed: 0 };
+    node.db.execute(spec, &args, ctx, &Caller::default()).reply
+}
+
+/// Waits until node `node` has applied `key` = `value`.
+async fn wait_applied(node: &Node, key: &str, value: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    let want = Frame::Bulk(Bytes::copy_from_slice(value.as_bytes()));
+    while local_get(node, key) != want {
+        assert!(
+            Instant::now() < deadline,
+            "node {} did not apply {key}={value}: {:?}",
+            node.id,
+            local_get(node, key)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn committed(result: Result<Response, AccessError>) {
+    match result {
+        Ok(Response::Reply(Frame::Simple(ok))) if &ok[..] == "OK" => {}
+        other => panic!("write not committed: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_leader_is_replaced_and_catches_up_after_healing() {
+    let cluster = Cluster::start(10_000).await;
+    let first = cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    committed(set(cluster.node(first), "k", "v1").await);
+
+    cluster.filter.isolate(first, [1, 2, 3]);
+    let rest: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&id| id != first).collect();
+    let started = Instant::now();
+    let second = cluster.wait_leader(&rest, Duration::from_secs(20)).await;
+    eprintln!("new leader {second} after {:?}", started.elapsed());
+    committed(set(cluster.node(second), "k", "v2").await);
+    // The majority side has the acknowledged writes; the isolated node cannot have v2.
+    for &id in &rest {
+        wait_applied(cluster.node(id), "k", "v2", Duration::from_secs(5)).await;
+    }
+    assert_eq!(
+        local_get(cluster.node(first), "k"),
+        Frame::Bulk("v1".into())
+    );
+
+    cluster.filter.heal();
+    wait_applied(cluster.node(first), "k", "v2", Duration::from_secs(20)).await;
+    // Leadership returns to the preferred leader (node 1) once it caught up.
+    let leader = cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(30))
+        .await;
+    committed(set(cluster.node(leader), "k", "v3").await);
+    for id in 1..=3 {
+        wait_applied(cluster.node(id), "k", "v3", Duration::from_secs(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_minority_cannot_commit_and_a_slow_follower_does_not_block_the_majority() {
+    let cluster = Cluster::start(10_000).await;
+    let leader = cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&id| id != leader).collect();
+    // One follower 300 ms away: the other one still makes a quorum, writes stay fast.
+    cluster
+        .filter
+        .delay(leader, followers[0], Duration::from_millis(300));
+    let started = Instant::now();
+    for i in 0..20 {
+        committed(set(cluster.node(leader), &format!("d{i}"), "x").await);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a slow follower held writes back: {:?}",
+        started.elapsed()
+    );
+    wait_applied(
+        cluster.node(followers[0]),
+        "d19",
+        "x",
+        Duration::from_secs(10),
+    )
+    .await;
+    cluster.filter.heal();
+
+    // The leader alone (both followers cut off) commits nothing: the write does not complete.
+    let leader = cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    cluster.filter.isolate(leader, [1, 2, 3]);
+    let lonely = tokio::time::timeout(
+        Duration::from_secs(3),
+        set(cluster.node(leader), "minority", "x"),
+    )
+    .await;
+    match lonely {
+        Err(_elapsed) => {}
+        Ok(Err(AccessError::NotLeader { .. })) => {}
+        Ok(other) => panic!("an isolated leader answered a write: {other:?}"),
+    }
+    for id in [1, 2, 3] {
+        if id != leader {
+            assert_eq!(local_get(cluster.node(id), "minority"), Frame::Null);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_past_the_purged_log_installs_a_snapshot() {
+    // Snapshots every 50 entries; a leader keeps 1000 entries after its snapshot, so 1500
+    // writes missed leave the follower behind the purged log.
+    let cluster = Cluster::start(50).await;
+    let leader = cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    let behind = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
+    cluster.filter.isolate(behind, [1, 2, 3]);
+    let survivors: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&id| id != behind).collect();
+    let leader = cluster
+        .wait_leader(&survivors, Duration::from_secs(20))
+        .await;
+    let node = cluster.node(leader);
+    let mut pending = Vec::new();
+    for i in 0..1500 {
+        let request = Request {
+            now_ms: 1,
+            seed: 0,
+            op: Op::Command(vec![
+                b"SET".to_vec(),
+                format!("s{i}").into(),
+                i.to_string().into(),
+            ]),
+        };
+        pending.push(node.groups.propose(0, request).await.unwrap());
+    }
+    for write in pending {
+        committed(write.outcome().await);
+    }
+    // Snapshots are built, and the log purged, in the background.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let purged = loop {
+        let purged = node
+            .groups
+            .raft(0)
+            .unwrap()
+            .metrics()
+            .borrow_watched()
+            .purged;
+        if purged.as_ref().is_some_and(|p| p.index > 100) {
+            break purged;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the leader did not purge its log: {purged:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    cluster.filter.heal();
+    wait_applied(
+        cluster.node(behind),
+        "s1499",
+        "1499",
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_applied(cluster.node(behind), "s0", "0", Duration::from_secs(1)).await;
+    let snapshot = cluster
+        .node(behind)
+        .groups
+        .raft(0)
+        .unwrap()
+        .metrics()
+        .borrow_watched()
+        .snapshot;
+    assert!(
+        snapshot.is_some_and(|s| s.index >= purged.unwrap().index),
+        "node {behind} caught up without a snapshot from the leader: {snapshot:?}"
+    );
+}
