@@ -2,6 +2,7 @@
 //! errors that say whether a failed write certainly did not apply.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use openraft::error::{ClientWriteError, LinearizableReadError, RaftError};
 use openraft::impls::ProgressResponder;
@@ -13,6 +14,10 @@ use crate::groups::Groups;
 use crate::metrics::{ProposalOutcome, RaftMetrics};
 use crate::request::{Request, Response};
 use crate::typ::{GroupId, NodeAddr, TypeConfig};
+
+/// How long a write may wait for its outcome, or a read for its fence, before the client is
+/// answered without one.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Why a write or a read fence failed.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -55,7 +60,18 @@ impl PendingWrite {
     }
 
     async fn wait(&mut self) -> Result<Response, AccessError> {
-        match (&mut self.reply).await {
+        let reply = match tokio::time::timeout(WRITE_TIMEOUT, &mut self.reply).await {
+            Ok(reply) => reply,
+            // A leader cut off from its quorum neither commits nor learns that it lost its
+            // leadership: the client gets an answer instead of waiting for the partition to heal.
+            Err(_elapsed) => {
+                return Err(AccessError::Uncertain(format!(
+                    "no outcome within {}s; the write may still apply",
+                    WRITE_TIMEOUT.as_secs()
+                )))
+            }
+        };
+        match reply {
             Ok(Ok(written)) => Ok(written.data),
             Ok(Err(ClientWriteError::ForwardToLeader(forward))) => Err(AccessError::NotLeader {
                 leader: forward.leader_node,
@@ -100,7 +116,16 @@ impl Groups {
             return Ok(());
         }
         let raft = self.raft(group).ok_or_else(|| self.not_here(group))?;
-        match raft.ensure_linearizable(ReadPolicy::LeaseRead).await {
+        let fenced = tokio::time::timeout(
+            WRITE_TIMEOUT,
+            raft.ensure_linearizable(ReadPolicy::LeaseRead),
+        )
+        .await;
+        let Ok(fenced) = fenced else {
+            // A read has no effect: failing it is always safe.
+            return Err(AccessError::NotLeader { leader: None });
+        };
+        match fenced {
             Ok(_) => Ok(()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(forward))) => {
                 Err(AccessError::NotLeader {
