@@ -18,6 +18,7 @@ mod session;
 mod slowlog;
 mod socket;
 mod stats;
+mod topology;
 
 use config::Config;
 

@@ -164,6 +164,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         .await
         .with_context(|| format!("listen on {addr}"))?;
     let local_addr = listener.local_addr().context("read listener address")?;
+    crate::topology::check_or_record(&config.data_dir, &config)?;
     let placement = config.placement(local_addr)?;
     let node_name = if config.members.is_empty() {
         node_name(&config.data_dir)?
