@@ -439,13 +439,25 @@ impl Session {
     }
 
     /// The redirection for a command whose `groups` include one this node does not lead:
-    /// MOVED to its leader, or CLUSTERDOWN while it has none. The command was not applied.
+    /// MOVED to its leader, CLUSTERDOWN while it has none, or CROSSSLOT (as Redis Cluster
+    /// answers any multi-slot command) when different nodes lead its groups. The command was
+    /// not applied.
     fn redirect(&self, spec: &CommandSpec, args: &[Bytes], groups: &[u32]) -> Option<String> {
         let raft = &self.server.groups;
         let group = groups
             .iter()
             .copied()
             .find(|&g| !raft.reads_are_local(g) && !raft.is_leader(g))?;
+        let leader = |g: u32| raft.leader_of(g).map(|(id, _)| id);
+        if groups.iter().any(|&g| leader(g) != leader(group)) {
+            // No single node can serve it: redirecting would send the client back and forth.
+            return Some(CROSSSLOT.to_string());
+        }
+        let leader = |g: u32| raft.leader_of(g).map(|(id, _)| id);
+        if groups.iter().any(|&g| leader(g) != leader(group)) {
+            // No single node can serve it: redirecting would send the client back and forth.
+            return Some(CROSSSLOT.to_string());
+        }
         let slot = slot_in_group(&self.server.db, spec, args, group);
         Some(match raft.leader_of(group) {
             Some((id, addr)) if id != raft.node_id() => format!("MOVED {slot} {}", addr.client),

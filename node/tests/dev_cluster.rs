@@ -113,6 +113,20 @@ fn topology_and_redirections() {
         RawClient::connect(p2).cmd(&["GET", &key]),
         bulk(&p3.to_string())
     );
+    // A read of keys led by two different nodes cannot be redirected to one of them.
+    let (other, _) = key_in(p1, &my_slots(p3), "other:");
+    let reply = RawClient::connect(p1).raw(&[b"MGET", key.as_bytes(), other.as_bytes()]);
+    assert_eq!(
+        common::show(&reply),
+        "-CROSSSLOT Keys in request don't hash to the same slot\\r\\n"
+    );
+    // Reads of keys in groups this node leads are served.
+    let (mine, _) = key_in(p1, &my_slots(p1), "mine:");
+    assert_eq!(redis_cli(p1, &["set", &mine, "m"]), "OK");
+    assert_eq!(
+        RawClient::connect(p1).cmd(&["MGET", &mine, &mine]),
+        Frame::Array(vec![bulk("m"), bulk("m")])
+    );
 }
 
 #[test]
