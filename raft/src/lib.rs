@@ -3,8 +3,9 @@
 //! Every slot group is one raft group. This crate holds the raft side of a node: the type
 //! configuration (the only place openraft's generic types are spelled out), the log store shared
 //! by every group of a node (one RocksDB, group commit: one WAL fsync covers the appends of all
-//! groups since the previous one), and the state machine, which applies committed requests to a
-//! group's keyspace in `tiering`.
+//! groups since the previous one), the state machine, which applies committed requests to a
+//! group's keyspace in `tiering`, the placement of groups on a cluster's members, and the gRPC
+//! transport between nodes (one connection per peer, shared by every group).
 //!
 //! It knows nothing of clients or connections: `node` turns client commands into [`Request`]s.
 
