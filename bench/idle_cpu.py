@@ -1,0 +1,77 @@
+#!/usr/bin/env python3
+"""CPU an idle AutoCache cluster uses, as a share of one core.
+
+Starts `autocache dev-cluster` (release build), waits until it is ready, and sums the user and
+system CPU time of its server processes over a window (from /proc/PID/stat). Then kills one
+node with SIGKILL and measures the survivors the same way: a node that is down must not make
+the others busy. The goal for three nodes with the default 16 groups is under 5% of one core.
+
+Usage: bench/idle_cpu.py [--nodes 3] [--groups 16] [--seconds 60]
+"""
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import build  # noqa: E402
+
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid):
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # utime and stime are fields 14 and 15 of stat; fields[0] here is field 3.
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def measure(pids, seconds):
+    before = sum(cpu_seconds(p) for p in pids)
+    time.sleep(seconds)
+    after = sum(cpu_seconds(p) for p in pids)
+    return 100.0 * (after - before) / seconds
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--groups", type=int, default=16)
+    parser.add_argument("--seconds", type=float, default=60)
+    args = parser.parse_args()
+
+    binary = build()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = 22000 + (os.getpid() % 400) * 10
+        cluster = subprocess.Popen(
+            [binary, "dev-cluster", "--nodes", str(args.nodes), "--base-port", str(base),
+             "--data-dir", os.path.join(tmp, "cluster"), "--groups", str(args.groups)],
+            stdout=subprocess.PIPE, text=True, env=dict(os.environ, RUST_LOG="warn"))
+        pids = []
+        for line in cluster.stdout:
+            if line.startswith("node ") and " pid " in line:
+                pids.append(int(line.rsplit(" pid ", 1)[1]))
+            if line.startswith("cluster ready"):
+                break
+        else:
+            sys.exit("dev-cluster did not get ready")
+        try:
+            time.sleep(3)  # let leadership settle after the last transfer
+            idle = measure(pids, args.seconds)
+            print("idle %d-node cluster, %d groups: %.2f%% of one core in total over %.0fs"
+                  % (args.nodes, args.groups, idle, args.seconds))
+            os.kill(pids[-1], signal.SIGKILL)
+            time.sleep(10)  # elections for the groups the killed node led
+            survivors = measure(pids[:-1], args.seconds)
+            print("with node %d killed, the %d others: %.2f%% of one core in total"
+                  % (len(pids), len(pids) - 1, survivors))
+        finally:
+            cluster.send_signal(signal.SIGTERM)
+            cluster.wait()
+
+
+if __name__ == "__main__":
+    main()
