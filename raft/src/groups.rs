@@ -122,7 +122,7 @@ impl Groups {
         })?;
         let (stop, _) = watch::channel(false);
         let registry = Registry::default();
-        let metrics = Arc::new(RaftMetrics::new(store.fsync_histogram()));
+        let metrics = Arc::new(RaftMetrics::new(config.groups, store.fsync_histogram()));
         let mut tasks = Vec::new();
         if placement.members().len() > 1 {
             let addr = me.raft.parse().map_err(|_| GroupsError::RaftAddr {

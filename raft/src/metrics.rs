@@ -6,7 +6,7 @@
 //! ([`Groups::refresh_metrics`]).
 
 use openraft::async_runtime::watch::WatchReceiver;
-use prometheus::{Histogram, IntCounterVec, IntGaugeVec, Opts, Registry};
+use prometheus::{Histogram, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry};
 
 use crate::groups::Groups;
 use crate::typ::GroupId;
@@ -14,6 +14,9 @@ use crate::typ::GroupId;
 /// Per-group series, labelled by `group` (and `peer` for replication lag).
 pub struct RaftMetrics {
     pub(crate) proposals: IntCounterVec,
+    /// `proposals`' counters by group and outcome, resolved once: counting a write must not
+    /// hash label values.
+    proposal_counters: Vec<[IntCounter; 3]>,
     pub(crate) leader_changes: IntCounterVec,
     has_leader: IntGaugeVec,
     is_leader: IntGaugeVec,
@@ -35,6 +38,7 @@ fn counter(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
 
 /// What became of a proposal, as a label value.
 #[derive(Clone, Copy, Debug)]
+#[repr(usize)]
 pub(crate) enum ProposalOutcome {
     /// Applied: its reply went back to the client.
     Committed,
@@ -55,25 +59,62 @@ impl ProposalOutcome {
 }
 
 impl RaftMetrics {
-    pub(crate) fn new(fsync_seconds: Histogram) -> RaftMetrics {
+    pub(crate) fn new(groups: u32, fsync_seconds: Histogram) -> RaftMetrics {
         let group = &["group"];
+        let proposals = counter(
+            "autocache_raft_proposals_total",
+            "Writes proposed to a group's log, by outcome (committed, failed, uncertain); proposed minus these is pending.",
+            &["group", "outcome"],
+        );
+        let proposal_counters = (0..groups)
+            .map(|g| {
+                let g = g.to_string();
+                [
+                    ProposalOutcome::Committed,
+                    ProposalOutcome::Failed,
+                    ProposalOutcome::Uncertain,
+                ]
+                .map(|outcome| proposals.with_label_values(&[&g, outcome.label()]))
+            })
+            .collect();
         RaftMetrics {
-            proposals: counter(
-                "autocache_raft_proposals_total",
-                "Writes proposed to a group's log, by outcome (committed, failed, uncertain); proposed minus these is pending.",
-                &["group", "outcome"],
-            ),
+            proposals,
+            proposal_counters,
             leader_changes: counter(
                 "autocache_raft_leader_changes_total",
                 "Times this node saw the group's leader change (including to none).",
                 group,
             ),
-            has_leader: gauge("autocache_raft_has_leader", "1 if this node knows the group's leader.", group),
-            is_leader: gauge("autocache_raft_is_leader", "1 if this node leads the group.", group),
-            term: gauge("autocache_raft_term", "The group's current raft term on this node.", group),
-            last_log_index: gauge("autocache_raft_last_log_index", "Index of the last entry in this node's log of the group.", group),
-            committed_index: gauge("autocache_raft_committed_index", "Index of the last entry this node knows committed.", group),
-            applied_index: gauge("autocache_raft_applied_index", "Index of the last entry applied to this node's keyspace.", group),
+            has_leader: gauge(
+                "autocache_raft_has_leader",
+                "1 if this node knows the group's leader.",
+                group,
+            ),
+            is_leader: gauge(
+                "autocache_raft_is_leader",
+                "1 if this node leads the group.",
+                group,
+            ),
+            term: gauge(
+                "autocache_raft_term",
+                "The group's current raft term on this node.",
+                group,
+            ),
+            last_log_index: gauge(
+                "autocache_raft_last_log_index",
+                "Index of the last entry in this node's log of the group.",
+                group,
+            ),
+            committed_index: gauge(
+                "autocache_raft_committed_index",
+                "Index of the last entry this node knows committed.",
+                group,
+            ),
+            applied_index: gauge(
+                "autocache_raft_applied_index",
+                "Index of the last entry applied to this node's keyspace.",
+                group,
+            ),
             replication_lag: gauge(
                 "autocache_raft_replication_lag_entries",
                 "On the leader: entries of its log a follower has not acknowledged.",
@@ -102,9 +143,9 @@ impl RaftMetrics {
     }
 
     pub(crate) fn proposal(&self, group: GroupId, outcome: ProposalOutcome) {
-        self.proposals
-            .with_label_values(&[&group.to_string(), outcome.label()])
-            .inc();
+        if let Some(counters) = self.proposal_counters.get(group as usize) {
+            counters[outcome as usize].inc();
+        }
     }
 }
 
