@@ -397,3 +397,78 @@ fn metrics_endpoint_reports_every_group() {
     let (_, follower) = http_get(cluster.metrics_port(2), "/metrics");
     assert!(series(&follower, applied).unwrap() >= series(&before, applied).unwrap());
 }
+
+#[test]
+fn redis_rs_keeps_writing_through_a_node_failure() {
+    use redis::Commands;
+    let mut cluster = DevCluster::start(3, &[]);
+    let client = redis::cluster::ClusterClientBuilder::new(vec![format!(
+        "redis://127.0.0.1:{}/",
+        cluster.port(2)
+    )])
+    .retries(20)
+    .min_retry_wait(50)
+    .max_retry_wait(500)
+    .connection_timeout(Duration::from_secs(1))
+    .response_timeout(Duration::from_secs(12))
+    .build()
+    .unwrap();
+    let writer = std::thread::spawn(move || {
+        let keys: Vec<String> = (0..40).map(|i| format!("rs-failover:{i}")).collect();
+        let mut acked = vec![0u64; keys.len()];
+        let mut last_acked = vec![Instant::now(); keys.len()];
+        let mut attempted = vec![0u64; keys.len()];
+        let mut connection = client.get_connection().unwrap();
+        let (mut errors, mut longest_gap) = (0, Duration::ZERO);
+        let mut last_success = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(12);
+        let mut n = 0;
+        while Instant::now() < deadline {
+            let i = n % keys.len();
+            attempted[i] += 1;
+            match connection.set::<_, _, ()>(&keys[i], attempted[i]) {
+                Ok(()) => {
+                    acked[i] = attempted[i];
+                    last_acked[i] = Instant::now();
+                    longest_gap = longest_gap.max(last_success.elapsed());
+                    last_success = Instant::now();
+                }
+                Err(_) => {
+                    errors += 1;
+                    std::thread::sleep(Duration::from_millis(50));
+                    if let Ok(fresh) = client.get_connection() {
+                        connection = fresh;
+                    }
+                }
+            }
+            n += 1;
+        }
+        // Every key is written again after the failure: its group has a leader again.
+        for (key, at) in keys.iter().zip(&last_acked) {
+            assert!(
+                deadline.saturating_duration_since(*at) < Duration::from_secs(4),
+                "{key} was last written {:?} before the end",
+                deadline.saturating_duration_since(*at)
+            );
+        }
+        (keys, acked, attempted, errors, longest_gap, client)
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.kill(1);
+    let (keys, acked, attempted, errors, longest_gap, client) = writer.join().unwrap();
+    eprintln!("redis-rs through a node kill: {errors} errors, longest gap {longest_gap:?}");
+    assert!(
+        longest_gap < Duration::from_secs(10),
+        "no write for {longest_gap:?}"
+    );
+    let mut connection = client.get_connection().unwrap();
+    for (i, key) in keys.iter().enumerate() {
+        let value: u64 = connection.get(key).unwrap();
+        assert!(
+            acked[i] <= value && value <= attempted[i],
+            "{key}: acknowledged {} read {value} attempted {}",
+            acked[i],
+            attempted[i]
+        );
+    }
+}

@@ -22,6 +22,7 @@ assert len(primaries) >= 3, primaries
 
 keys = ["failover:%d" % i for i in range(40)]
 acked = {k: 0 for k in keys}
+last_acked = {k: time.time() for k in keys}
 attempted = {k: 0 for k in keys}
 errors = 0
 longest_gap = 0.0
@@ -35,6 +36,7 @@ while time.time() < deadline:
     try:
         assert rc.set(key, value)
         acked[key] = value
+        last_acked[key] = time.time()
         now = time.time()
         longest_gap = max(longest_gap, now - last_success)
         last_success = now
@@ -42,6 +44,11 @@ while time.time() < deadline:
         errors += 1
         time.sleep(0.05)
     n += 1
+
+# Every key is written again after the failure: its group has a leader again.
+end = time.time()
+for key in keys:
+    assert end - last_acked[key] < 4, "%s was last written %.1fs before the end" % (key, end - last_acked[key])
 
 for key in keys:
     for attempt in range(100):
