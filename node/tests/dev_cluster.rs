@@ -472,3 +472,19 @@ fn redis_rs_keeps_writing_through_a_node_failure() {
         );
     }
 }
+
+#[test]
+fn a_graceful_stop_hands_leadership_over_first() {
+    let mut cluster = DevCluster::start(3, &[]);
+    let p1 = cluster.port(1);
+    let (key, _) = key_in(p1, &my_slots(p1), "handoff:");
+    assert_eq!(redis_cli(p1, &["set", &key, "before"]), "OK");
+    cluster.stop(1);
+    // Node 1 handed its groups to followers before exiting: no election timeout to sit out.
+    let (reply, took) = cluster.cmd_following(2, &["SET", &key, "after"], Duration::from_secs(15));
+    assert_eq!(reply, Frame::simple("OK"));
+    eprintln!("first write after a graceful stop succeeded after {took:?}");
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    let (reply, _) = cluster.cmd_following(3, &["GET", &key], Duration::from_secs(5));
+    assert_eq!(reply, bulk("after"));
+}

@@ -27,6 +27,12 @@ const LEADER_WAIT: Duration = Duration::from_secs(30);
 /// How often a node hands the groups it leads back to their preferred leaders.
 const BALANCE_EVERY: Duration = Duration::from_secs(2);
 
+/// How long a stopping node waits for each of its background tasks before aborting it.
+const TASK_STOP_WAIT: Duration = Duration::from_millis(500);
+
+/// How long a stopping node waits for the groups it led to get new leaders.
+const HAND_OFF_WAIT: Duration = Duration::from_secs(3);
+
 /// A preferred leader is given its group only if it acknowledged the leader this recently.
 const BALANCE_RECENT_ACK: Duration = Duration::from_secs(1);
 
@@ -305,6 +311,7 @@ impl Groups {
     /// Stops every group (their pending writes fail), the raft service and the balancer, and
     /// waits for their tasks to end.
     pub async fn shutdown(&self) {
+        self.hand_off_leadership().await;
         self.stop.send_replace(true);
         for (group, raft) in self.rafts.iter().enumerate() {
             let Some(raft) = raft else { continue };
@@ -314,11 +321,69 @@ impl Groups {
         }
         self.registry.clear();
         let tasks = std::mem::take(&mut *self.tasks.lock());
-        for task in tasks {
-            let _ = task.await;
+        for mut task in tasks {
+            // The raft service's graceful shutdown waits for open streams, and peers keep
+            // replication streams open for as long as they lead: give it a moment, then cut.
+            if tokio::time::timeout(TASK_STOP_WAIT, &mut task)
+                .await
+                .is_err()
+            {
+                task.abort();
+                let _ = task.await;
+            }
         }
         // Keep the store alive until every group stopped writing to it.
         let _ = &self.store;
+    }
+}
+
+impl Groups {
+    /// Hands every group this node leads to its most caught-up follower, and waits (a little)
+    /// for the transfers: a planned stop then costs clients one redirect, not an election
+    /// timeout. From now on this node refuses leadership offered by others' balancers.
+    async fn hand_off_leadership(&self) {
+        self.registry.refuse_leadership();
+        let mut handed = Vec::new();
+        for (group, raft) in self.rafts.iter().enumerate() {
+            let group = group as GroupId;
+            let Some(raft) = raft else { continue };
+            if self.sole_voter[group as usize] || !self.is_leader(group) {
+                continue;
+            }
+            let target = {
+                let metrics = raft.metrics();
+                let metrics = metrics.borrow_watched();
+                metrics.replication.as_ref().and_then(|replication| {
+                    replication
+                        .iter()
+                        .filter(|(id, _)| **id != self.node_id)
+                        .max_by_key(|(_, matched)| matched.as_ref().map(|log_id| log_id.index))
+                        .map(|(id, _)| *id)
+                })
+            };
+            let Some(target) = target else { continue };
+            match raft.trigger().transfer_leader(target).await {
+                Ok(()) => handed.push(group),
+                Err(error) => tracing::warn!(group, %error, "leader hand-off failed"),
+            }
+        }
+        let deadline = tokio::time::Instant::now() + HAND_OFF_WAIT;
+        while handed.iter().any(|&group| self.is_leader(group))
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !handed.is_empty() {
+            let kept = handed
+                .iter()
+                .filter(|&&group| self.is_leader(group))
+                .count();
+            tracing::info!(
+                handed = handed.len() - kept,
+                kept,
+                "handed leadership off before stopping"
+            );
+        }
     }
 }
 

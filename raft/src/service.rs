@@ -4,6 +4,7 @@
 use std::convert::Infallible;
 use std::future::ready;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -26,12 +27,21 @@ use crate::wire::{group_of, path, PostcardCodec, SnapshotChunk, MAX_MESSAGE};
 /// is not (yet) running here is answered `Unavailable`, which its sender treats as an
 /// unreachable peer and retries later.
 #[derive(Clone, Default)]
-pub struct Registry(Arc<RwLock<Vec<Option<Raft>>>>);
+pub struct Registry {
+    rafts: Arc<RwLock<Vec<Option<Raft>>>>,
+    /// Set by a stopping node: it must not take back the groups it handed off.
+    refusing_leadership: Arc<AtomicBool>,
+}
 
 impl Registry {
+    /// From now on, leadership transfers to this node are refused.
+    pub fn refuse_leadership(&self) {
+        self.refusing_leadership.store(true, Ordering::Relaxed);
+    }
+
     /// Makes `raft` the receiver of `group`'s messages.
     pub fn register(&self, group: GroupId, raft: Raft) {
-        let mut rafts = self.0.write();
+        let mut rafts = self.rafts.write();
         let index = group as usize;
         if rafts.len() <= index {
             rafts.resize(index + 1, None);
@@ -41,11 +51,11 @@ impl Registry {
 
     /// Stops delivering messages to any group.
     pub fn clear(&self) {
-        self.0.write().clear();
+        self.rafts.write().clear();
     }
 
     fn get(&self, group: GroupId) -> Result<Raft, Status> {
-        self.0
+        self.rafts
             .read()
             .get(group as usize)
             .cloned()
@@ -186,6 +196,9 @@ async fn transfer_leader(registry: Registry, request: http::Request<Body>) -> Ht
         let registry = registry.clone();
         async move {
             let raft = registry.get(group_of(request.metadata())?)?;
+            if registry.refusing_leadership.load(Ordering::Relaxed) {
+                return Err(Status::unavailable("this node is stopping"));
+            }
             raft.handle_transfer_leader(request.into_inner())
                 .await
                 .map(Response::new)

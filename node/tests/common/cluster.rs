@@ -158,6 +158,24 @@ impl DevCluster {
         }
     }
 
+    /// Stops node `id` gracefully (SIGTERM) and waits until it exited.
+    pub fn stop(&mut self, id: u16) {
+        let pid = self.pids[id as usize - 1];
+        unsafe {
+            libc::kill(pid as i32, libc::SIGTERM);
+        }
+        if let Some(mut child) = self.restarted[id as usize - 1].take() {
+            let _ = child.wait();
+            return;
+        }
+        // A dev-cluster child: gone once /proc no longer lists it (dev-cluster reaps it).
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            assert!(Instant::now() < deadline, "node {id} did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// Starts node `id` again from its data directory, with the flags dev-cluster gave it.
     pub fn restart(&mut self, id: u16) {
         let members: Vec<String> = (1..=self.nodes)
