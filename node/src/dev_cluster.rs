@@ -191,6 +191,16 @@ async fn supervise(running: &mut [Running], groups: usize) -> anyhow::Result<()>
                 if let Ok(Some(status)) = child.try_wait() {
                     say!("node {} exited: {status}", entry.node.id);
                     entry.child = None;
+                    if !ready {
+                        // A node that cannot start (a port in use, a bad data directory)
+                        // says why in its log; waiting for the rest would only delay that.
+                        let log = entry.node.dir.join("autocache.log");
+                        bail!(
+                            "node {} exited before the cluster was ready; see {}",
+                            entry.node.id,
+                            log.display()
+                        );
+                    }
                 }
             }
         }
