@@ -55,16 +55,23 @@ impl Peers {
         }
     }
 
-    /// Waits out a delayed link; fails if the link to `target` is cut.
-    async fn pass(&self, target: NodeId) -> Result<(), Unreachable<C>> {
+    /// Waits out a delayed link; fails if the link to `target` is cut (unreachable: openraft
+    /// backs off) or the message is lost (a network error: retried soon).
+    async fn pass(&self, target: NodeId) -> Result<(), RPCError<C>> {
         let Some(filter) = &self.filter else {
             return Ok(());
         };
         if filter.is_cut(self.me, target) {
-            return Err(Unreachable::from_string(format!(
+            return Err(RPCError::Unreachable(Unreachable::from_string(format!(
                 "link {} -> {target} is cut",
                 self.me
-            )));
+            ))));
+        }
+        if filter.loses(self.me, target) {
+            return Err(RPCError::Network(NetworkError::from_string(format!(
+                "message {} -> {target} lost",
+                self.me
+            ))));
         }
         if let Some(Link::Delay(delay)) = filter.link(self.me, target) {
             tokio::time::sleep(delay).await;
@@ -72,11 +79,11 @@ impl Peers {
         Ok(())
     }
 
-    /// Returns true while the link to `target` is cut.
-    fn is_cut(&self, target: NodeId) -> bool {
+    /// Returns true if the next message to or from `target` is lost (a cut or lossy link).
+    fn loses(&self, target: NodeId) -> bool {
         self.filter
             .as_ref()
-            .is_some_and(|filter| filter.is_cut(self.me, target))
+            .is_some_and(|filter| filter.loses(self.me, target))
     }
 
     /// The connection to `target` at `addr` (made lazily, reconnected by tonic when it drops).
@@ -167,10 +174,7 @@ impl PeerClient {
         Req: Serialize + Send + Sync + 'static,
         Resp: DeserializeOwned + Send + Sync + 'static,
     {
-        self.peers
-            .pass(self.target)
-            .await
-            .map_err(RPCError::Unreachable)?;
+        self.peers.pass(self.target).await?;
         let mut grpc = self.grpc()?;
         let request = self.request(message);
         let call = async move {
@@ -235,15 +239,12 @@ impl RaftNetworkV2<C> for PeerClient {
             let Some(first) = input.next().await else {
                 return Ok(Box::pin(futures::stream::empty()) as BoxStream<'s, _>);
             };
-            self.peers
-                .pass(self.target)
-                .await
-                .map_err(RPCError::Unreachable)?;
-            // A link cut while the stream flows ends it, in both directions.
+            self.peers.pass(self.target).await?;
+            // A link cut, or a message lost, while the stream flows ends it.
             let (peers, target) = (self.peers.clone(), self.target);
             let input = futures::stream::once(async { first })
                 .chain(input)
-                .take_while(move |_| std::future::ready(!peers.is_cut(target)));
+                .take_while(move |_| std::future::ready(!peers.loses(target)));
             let request = self.request(input);
             let open = async move {
                 grpc.ready()
@@ -271,9 +272,9 @@ impl RaftNetworkV2<C> for PeerClient {
             };
             let (peers, target) = (self.peers.clone(), self.target);
             let results = response.into_inner().map(move |r| {
-                if peers.is_cut(target) {
-                    return Err(RPCError::Unreachable(Unreachable::from_string(
-                        "link cut while streaming",
+                if peers.loses(target) {
+                    return Err(RPCError::Network(NetworkError::from_string(
+                        "link cut or message lost while streaming",
                     )));
                 }
                 r.map_err(rpc_error)
@@ -316,7 +317,7 @@ impl RaftNetworkV2<C> for PeerClient {
         self.peers
             .pass(self.target)
             .await
-            .map_err(StreamingError::Unreachable)?;
+            .map_err(StreamingError::from)?;
         let mut grpc = self.grpc()?;
         let data = bytes::Bytes::from(snapshot.snapshot.into_inner());
         let chunk = option

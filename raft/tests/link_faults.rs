@@ -1,6 +1,6 @@
-//! Three nodes in one process, talking gRPC over loopback through a link filter that cuts and
-//! slows links: elections, failover of a partitioned leader, a delayed follower, and a
-//! follower that was cut off long enough to need a snapshot.
+//! Three nodes in one process, talking gRPC over loopback through a link filter that cuts,
+//! slows and drops: elections, failover of a partitioned leader, a delayed follower, lossy
+//! links, and a follower that was cut off long enough to need a snapshot.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -281,16 +281,63 @@ async fn a_follower_cut_off_past_the_purged_log_installs_a_snapshot() {
     )
     .await;
     wait_applied(cluster.node(behind), "s0", "0", Duration::from_secs(1)).await;
-    let snapshot = cluster
-        .node(behind)
-        .groups
-        .raft(0)
-        .unwrap()
-        .metrics()
-        .borrow_watched()
-        .snapshot;
-    assert!(
-        snapshot.is_some_and(|s| s.index >= purged.unwrap().index),
-        "node {behind} caught up without a snapshot from the leader: {snapshot:?}"
-    );
+    // Its snapshot metric follows the install shortly.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let raft = cluster.node(behind).groups.raft(0).unwrap();
+        let snapshot = raft.metrics().borrow_watched().snapshot;
+        if snapshot.is_some_and(|s| s.index >= purged.unwrap().index) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "node {behind} caught up without a snapshot from the leader: {snapshot:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_commit_over_lossy_links() {
+    let cluster = Cluster::start(10_000).await;
+    cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    for (a, b) in [(1, 2), (1, 3), (2, 3)] {
+        cluster.filter.lossy(a, b, 0.1);
+    }
+    // One message in ten is lost, either way (and a lost stream message ends its stream):
+    // replication retries, elections may happen.
+    // SET is idempotent, so a write whose outcome is unknown is simply sent again.
+    let started = Instant::now();
+    for i in 0..30 {
+        let key = format!("lossy{i}");
+        loop {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "writes stalled at {key}"
+            );
+            let leader = cluster
+                .wait_leader(&[1, 2, 3], Duration::from_secs(30))
+                .await;
+            match set(cluster.node(leader), &key, "x").await {
+                Ok(Response::Reply(Frame::Simple(ok))) if &ok[..] == "OK" => break,
+                Ok(other) => panic!("SET answered {other:?}"),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+    eprintln!("30 writes over lossy links in {:?}", started.elapsed());
+    cluster.filter.heal();
+    for id in 1..=3 {
+        for i in 0..30 {
+            wait_applied(
+                cluster.node(id),
+                &format!("lossy{i}"),
+                "x",
+                Duration::from_secs(20),
+            )
+            .await;
+        }
+    }
 }
