@@ -225,6 +225,15 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         series,
         shutdown,
     });
+    // Messages published on other nodes reach this node's subscribers. Weak: the server owns
+    // the groups that hold this handler.
+    let weak = Arc::downgrade(&server);
+    server
+        .groups
+        .on_relayed_publish(Arc::new(move |channel, message| {
+            weak.upgrade()
+                .map_or(0, |server| server.pubsub.publish(channel, message))
+        }));
     Ok(Bound {
         listener,
         metrics_listener,

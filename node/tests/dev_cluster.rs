@@ -488,3 +488,32 @@ fn a_graceful_stop_hands_leadership_over_first() {
     let (reply, _) = cluster.cmd_following(3, &["GET", &key], Duration::from_secs(5));
     assert_eq!(reply, bulk("after"));
 }
+
+#[test]
+fn publish_reaches_subscribers_on_every_node() {
+    let cluster = DevCluster::start(3, &[]);
+    let mut subscribers: Vec<RawClient> = [2, 3]
+        .iter()
+        .map(|&id| {
+            let mut client = RawClient::connect(cluster.port(id));
+            client.cmd(&["SUBSCRIBE", "news"]);
+            client
+        })
+        .collect();
+    // Counted where it was published (no subscriber there), delivered everywhere, in order.
+    let mut publisher = RawClient::connect(cluster.port(1));
+    for i in 0..20 {
+        assert_eq!(
+            publisher.cmd(&["PUBLISH", "news", &format!("m{i}")]),
+            Frame::Integer(0)
+        );
+    }
+    for subscriber in &mut subscribers {
+        for i in 0..20 {
+            let expected =
+                Frame::Array(vec![bulk("message"), bulk("news"), bulk(&format!("m{i}"))]);
+            let bytes = subscriber.read_reply_bytes().expect("a relayed message");
+            assert_eq!(resp::value::parse(&bytes).unwrap().unwrap().0, expected);
+        }
+    }
+}

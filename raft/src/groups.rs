@@ -17,6 +17,7 @@ use crate::log_store::LogDb;
 use crate::metrics::RaftMetrics;
 use crate::network::{GroupNetwork, Peers};
 use crate::placement::Placement;
+use crate::publish_relay::PublishRelay;
 use crate::service::{self, BindError, Registry};
 use crate::state_machine::StateMachine;
 use crate::typ::{GroupId, NodeAddr, NodeId, Raft};
@@ -81,6 +82,8 @@ pub struct Groups {
     store: Arc<LogDb>,
     registry: Registry,
     metrics: Arc<RaftMetrics>,
+    /// Relays PUBLISH to the other members (None on a node alone).
+    relay: Option<PublishRelay>,
     /// Set to stop the raft service, the leader balancer and the leader watchers.
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -220,6 +223,12 @@ impl Groups {
                 .await
                 .map_err(wait_error)?;
         }
+        let relay = (placement.members().len() > 1).then(|| {
+            let (relay, relay_tasks) =
+                PublishRelay::start(config.node_id, &placement, &peers, &stop);
+            tasks.extend(relay_tasks);
+            relay
+        });
         let shared: Vec<(GroupId, Raft)> = rafts
             .iter()
             .enumerate()
@@ -248,6 +257,7 @@ impl Groups {
             store,
             registry,
             metrics,
+            relay,
             stop,
             tasks: Mutex::new(tasks),
         })
@@ -261,6 +271,18 @@ impl Groups {
     /// The cluster's members and where groups live.
     pub fn placement(&self) -> &Placement {
         &self.placement
+    }
+
+    /// Sends a message published here to every other member's subscribers.
+    pub fn relay_publish(&self, channel: &bytes::Bytes, message: &bytes::Bytes) {
+        if let Some(relay) = &self.relay {
+            relay.publish(channel, message);
+        }
+    }
+
+    /// Makes `handler` deliver the messages other members relay to this node's subscribers.
+    pub fn on_relayed_publish(&self, handler: crate::service::PublishHandler) {
+        self.registry.on_publish(handler);
     }
 
     /// The groups' Prometheus series.

@@ -23,6 +23,8 @@ pub mod metrics;
 pub mod network;
 /// Which members replicate and lead each group.
 pub mod placement;
+/// PUBLISH relayed to every member, as Redis Cluster broadcasts it.
+pub mod publish_relay;
 /// What a log entry carries, and what applying it answers.
 pub mod request;
 /// The receiving end of the transport: the raft gRPC service.

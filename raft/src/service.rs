@@ -21,7 +21,7 @@ use tonic::codec::Streaming;
 use tonic::{Request, Response, Status};
 
 use crate::typ::{GroupId, Raft, TypeConfig as C};
-use crate::wire::{group_of, path, PostcardCodec, SnapshotChunk, MAX_MESSAGE};
+use crate::wire::{group_of, path, PostcardCodec, Published, SnapshotChunk, MAX_MESSAGE};
 
 /// The rafts this node runs, by group. Filled in as groups start: a message for a group that
 /// is not (yet) running here is answered `Unavailable`, which its sender treats as an
@@ -31,9 +31,19 @@ pub struct Registry {
     rafts: Arc<RwLock<Vec<Option<Raft>>>>,
     /// Set by a stopping node: it must not take back the groups it handed off.
     refusing_leadership: Arc<AtomicBool>,
+    /// Delivers a PUBLISH relayed by another node to this node's subscribers.
+    subscribers: Arc<RwLock<Option<PublishHandler>>>,
 }
 
+/// Delivers a published message to local subscribers; returns how many received it.
+pub type PublishHandler = Arc<dyn Fn(&bytes::Bytes, &bytes::Bytes) -> usize + Send + Sync>;
+
 impl Registry {
+    /// Makes `handler` receive the messages other nodes relay.
+    pub fn on_publish(&self, handler: PublishHandler) {
+        *self.subscribers.write() = Some(handler);
+    }
+
     /// From now on, leadership transfers to this node are refused.
     pub fn refuse_leadership(&self) {
         self.refusing_leadership.store(true, Ordering::Relaxed);
@@ -104,6 +114,7 @@ impl tower::Service<http::Request<Body>> for RaftService {
             path::PRE_VOTE => Box::pin(vote(registry, request, true)),
             path::INSTALL_SNAPSHOT => Box::pin(install_snapshot(registry, request)),
             path::TRANSFER_LEADER => Box::pin(transfer_leader(registry, request)),
+            path::PUBLISH => Box::pin(publish(registry, request)),
             other => {
                 let status = Status::unimplemented(format!("no raft method {other}"));
                 Box::pin(ready(Ok(status.into_http())))
@@ -203,6 +214,20 @@ async fn transfer_leader(registry: Registry, request: http::Request<Body>) -> Ht
                 .await
                 .map(Response::new)
                 .map_err(fatal)
+        }
+    });
+    Ok(grpc().unary(handler, request).await)
+}
+
+/// A PUBLISH relayed by another node: delivered to this node's subscribers.
+async fn publish(registry: Registry, request: http::Request<Body>) -> HttpResult {
+    let handler = tower::service_fn(move |request: Request<Published>| {
+        let registry = registry.clone();
+        async move {
+            let Published { channel, message } = request.into_inner();
+            let handler = registry.subscribers.read().clone();
+            let receivers = handler.map_or(0, |deliver| deliver(&channel, &message));
+            Ok::<_, Status>(Response::new(receivers as u64))
         }
     });
     Ok(grpc().unary(handler, request).await)

@@ -23,6 +23,8 @@ pub mod path {
     pub const PRE_VOTE: &str = "/autocache.Raft/PreVote";
     pub const INSTALL_SNAPSHOT: &str = "/autocache.Raft/InstallSnapshot";
     pub const TRANSFER_LEADER: &str = "/autocache.Raft/TransferLeader";
+    /// Not raft: a PUBLISH relayed to every node, as Redis Cluster broadcasts it.
+    pub const PUBLISH: &str = "/autocache.Raft/Publish";
 }
 
 /// The request header naming the group a call is for: every group of a node shares one
@@ -50,6 +52,13 @@ pub fn group_of(metadata: &MetadataMap) -> Result<GroupId, Status> {
 pub enum SnapshotChunk {
     Head { vote: Vote, meta: SnapshotMeta },
     Data(bytes::Bytes),
+}
+
+/// A PUBLISH relayed from the node a client published on.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct Published {
+    pub channel: bytes::Bytes,
+    pub message: bytes::Bytes,
 }
 
 /// A tonic codec that encodes `T` and decodes `U` with postcard.

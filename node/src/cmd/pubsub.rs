@@ -102,6 +102,8 @@ pub fn unsubscribe_all(session: &mut Session) {
 }
 
 pub fn publish(session: &Session, args: &[Bytes]) -> Outcome {
+    // Like Redis Cluster: delivered on every node, counted on this one.
+    session.server.groups.relay_publish(&args[1], &args[2]);
     Frame::Integer(session.server.pubsub.publish(&args[1], &args[2]) as i64).into()
 }
 
