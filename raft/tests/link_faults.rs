@@ -94,6 +94,25 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Waits until node 1, the group's preferred leader, leads it: before that, the leader
+    /// balancer may move leadership in the middle of a test.
+    async fn wait_settled(&self) -> NodeId {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let leader = self.wait_leader(&[1, 2, 3], Duration::from_secs(20)).await;
+            if leader == 1 {
+                return leader;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "node 1 did not become the leader"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
 /// Proposes SET `key` `value` through node `node`.
 async fn set(node: &Node, key: &str, value: &str) -> Result<Response, AccessError> {
     let request = Request {
@@ -140,9 +159,7 @@ fn committed(result: Result<Response, AccessError>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_leader_is_replaced_and_catches_up_after_healing() {
     let cluster = Cluster::start(10_000).await;
-    let first = cluster
-        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
-        .await;
+    let first = cluster.wait_settled().await;
     committed(set(cluster.node(first), "k", "v1").await);
 
     cluster.filter.isolate(first, [1, 2, 3]);
@@ -175,9 +192,7 @@ async fn a_partitioned_leader_is_replaced_and_catches_up_after_healing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_cannot_commit_and_a_slow_follower_does_not_block_the_majority() {
     let cluster = Cluster::start(10_000).await;
-    let leader = cluster
-        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
-        .await;
+    let leader = cluster.wait_settled().await;
     let followers: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&id| id != leader).collect();
     // One follower 300 ms away: the other one still makes a quorum, writes stay fast.
     cluster
@@ -202,9 +217,7 @@ async fn a_minority_cannot_commit_and_a_slow_follower_does_not_block_the_majorit
     cluster.filter.heal();
 
     // The leader alone (both followers cut off) commits nothing: the write does not complete.
-    let leader = cluster
-        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
-        .await;
+    let leader = cluster.wait_settled().await;
     cluster.filter.isolate(leader, [1, 2, 3]);
     let started = Instant::now();
     let lonely = set(cluster.node(leader), "minority", "x").await;
@@ -227,9 +240,7 @@ async fn a_follower_cut_off_past_the_purged_log_installs_a_snapshot() {
     // Snapshots every 50 entries; a leader keeps 1000 entries after its snapshot, so 1500
     // writes missed leave the follower behind the purged log.
     let cluster = Cluster::start(50).await;
-    let leader = cluster
-        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
-        .await;
+    let leader = cluster.wait_settled().await;
     let behind = [1, 2, 3].into_iter().find(|&id| id != leader).unwrap();
     cluster.filter.isolate(behind, [1, 2, 3]);
     let survivors: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&id| id != behind).collect();
