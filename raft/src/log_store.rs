@@ -182,15 +182,15 @@ impl LogDb {
         value: &T,
         sync: bool,
     ) -> io::Result<()> {
+        self.put(CF_META, &meta_key(group, tag), &encode(value)?, sync)
+    }
+
+    /// Writes one key, fsynced first if `sync`.
+    fn put(&self, family: &str, key: &[u8], value: &[u8], sync: bool) -> io::Result<()> {
         let mut options = WriteOptions::default();
         options.set_sync(sync);
         self.db
-            .put_cf_opt(
-                self.cf(CF_META),
-                meta_key(group, tag),
-                encode(value)?,
-                &options,
-            )
+            .put_cf_opt(self.cf(family), key, value, &options)
             .map_err(db_error)
     }
 
@@ -201,16 +201,12 @@ impl LogDb {
         meta: &SnapshotMeta,
         data: &[u8],
     ) -> io::Result<()> {
-        let mut options = WriteOptions::default();
-        options.set_sync(true);
-        self.db
-            .put_cf_opt(
-                self.cf(CF_SNAPSHOTS),
-                group.to_be_bytes(),
-                encode(&(meta, data))?,
-                &options,
-            )
-            .map_err(db_error)
+        self.put(
+            CF_SNAPSHOTS,
+            &group.to_be_bytes(),
+            &encode(&(meta, data))?,
+            true,
+        )
     }
 
     /// A group's latest snapshot, if it has one.

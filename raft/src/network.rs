@@ -86,13 +86,9 @@ impl Peers {
             .is_some_and(|filter| filter.loses(self.me, target))
     }
 
-    /// The connection to `target` at `addr`, for calls that are not raft messages.
-    pub(crate) fn channel_to(&self, target: NodeId, addr: &str) -> Result<Channel, Unreachable<C>> {
-        self.channel(target, addr)
-    }
-
-    /// The connection to `target` at `addr` (made lazily, reconnected by tonic when it drops).
-    fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, Unreachable<C>> {
+    /// The connection to `target` at `addr` (made lazily, reconnected by tonic when it drops),
+    /// for raft messages and relayed PUBLISH alike.
+    pub(crate) fn channel(&self, target: NodeId, addr: &str) -> Result<Channel, Unreachable<C>> {
         let mut channels = self.channels.lock();
         if let Some((known, channel)) = channels.get(&target) {
             if known == addr {

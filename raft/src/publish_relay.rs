@@ -85,7 +85,7 @@ async fn send_to_peer(
             },
             _ = stop.wait_for(|stop| *stop) => return,
         };
-        let Ok(channel) = peers.channel_to(peer, &addr) else {
+        let Ok(channel) = peers.channel(peer, &addr) else {
             continue;
         };
         let mut grpc = Grpc::new(channel);

@@ -141,28 +141,20 @@ impl DevCluster {
         (1..=self.nodes).map(|id| self.port(id)).collect()
     }
 
-    /// Kills node `id` with SIGKILL.
+    /// Kills node `id` with SIGKILL and waits until it is gone.
     pub fn kill(&mut self, id: u16) {
-        let pid = self.pids[id as usize - 1];
-        unsafe {
-            libc::kill(pid as i32, libc::SIGKILL);
-        }
-        if let Some(mut child) = self.restarted[id as usize - 1].take() {
-            let _ = child.wait();
-        }
-        // The port is free once the process is gone.
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", self.port(id))).is_ok() {
-            assert!(Instant::now() < deadline, "node {id} did not die");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        self.end(id, libc::SIGKILL);
     }
 
     /// Stops node `id` gracefully (SIGTERM) and waits until it exited.
     pub fn stop(&mut self, id: u16) {
+        self.end(id, libc::SIGTERM);
+    }
+
+    fn end(&mut self, id: u16, signal: i32) {
         let pid = self.pids[id as usize - 1];
         unsafe {
-            libc::kill(pid as i32, libc::SIGTERM);
+            libc::kill(pid as i32, signal);
         }
         if let Some(mut child) = self.restarted[id as usize - 1].take() {
             let _ = child.wait();
@@ -171,7 +163,7 @@ impl DevCluster {
         // A dev-cluster child: gone once /proc no longer lists it (dev-cluster reaps it).
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            assert!(Instant::now() < deadline, "node {id} did not stop");
+            assert!(Instant::now() < deadline, "node {id} did not exit");
             std::thread::sleep(Duration::from_millis(20));
         }
     }
