@@ -1,4 +1,5 @@
-//! Publish/subscribe, node-local: channels and patterns to subscribed connections.
+//! Publish/subscribe on this node: channels and patterns to subscribed connections (messages
+//! published on other nodes arrive through the raft crate's publish relay).
 
 use std::collections::HashMap;
 use std::sync::Arc;
