@@ -17,6 +17,10 @@ pub mod groups;
 pub mod link_filter;
 /// The RocksDB log store shared by a node's groups.
 pub mod log_store;
+/// The newest entries of a group's log, readable before RocksDB has them.
+mod log_tail;
+/// The thread that writes every group's log changes, one fsync for many.
+mod log_writer;
 /// Prometheus series of the groups.
 pub mod metrics;
 /// The sending end of the transport between nodes.

@@ -1,65 +1,65 @@
 //! The raft log of every group of a node, in one RocksDB.
 //!
-//! Appends write to RocksDB (memtable and WAL, unsynced) before returning, so they are
-//! readable at once; durability comes from a flusher thread that fsyncs the WAL once for every
-//! append queued since its last fsync and only then reports them flushed to openraft. Many
-//! groups appending at the same time thus share one fsync (group commit). Votes are written
-//! with a synchronous fsync: they are rare and must be durable before a vote is cast.
+//! Every change to a group's log is queued for the log writer thread (`log_writer`), which
+//! writes whatever is queued in one batch and one WAL fsync (group commit), and only then
+//! reports appends flushed and votes saved to openraft. Until then each group's `LogTail`
+//! answers reads of what RocksDB does not have yet, so the log is readable as soon as an
+//! append returns, as openraft requires.
 //!
 //! Keys are prefixed by the group id (big endian), so one group's log is a contiguous range.
 
+use std::collections::HashMap;
 use std::fmt::Debug;
 use std::io;
-use std::ops::{Bound, RangeBounds};
+use std::ops::{Bound, Range, RangeBounds};
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use openraft::OptionalSend;
 use parking_lot::Mutex;
-use rocksdb::{
-    ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteBatch, WriteOptions, DB,
-};
+use rocksdb::{ColumnFamilyDescriptor, Direction, IteratorMode, Options, WriteOptions, DB};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+use tokio::sync::oneshot;
 
+use crate::log_tail::{LogTail, TailRead};
+use crate::log_writer::{self, Counters, LogOp, LogQueue, TailWrite};
 use crate::typ::{Entry, GroupId, LogId, SnapshotMeta, TypeConfig, Vote};
 
-const CF_LOGS: &str = "logs";
-const CF_META: &str = "meta";
+pub(crate) const CF_LOGS: &str = "logs";
+pub(crate) const CF_META: &str = "meta";
 const CF_SNAPSHOTS: &str = "snapshots";
 
-const META_VOTE: u8 = 1;
-const META_COMMITTED: u8 = 2;
-const META_PURGED: u8 = 3;
+pub(crate) const META_VOTE: u8 = 1;
+pub(crate) const META_COMMITTED: u8 = 2;
+pub(crate) const META_PURGED: u8 = 3;
 
 /// Longest range of entries read with point lookups rather than an iterator.
 const MAX_POINT_READS: u64 = 4096;
 
-fn log_key(group: GroupId, index: u64) -> [u8; 12] {
+pub(crate) fn log_key(group: GroupId, index: u64) -> [u8; 12] {
     let mut key = [0u8; 12];
     key[..4].copy_from_slice(&group.to_be_bytes());
     key[4..].copy_from_slice(&index.to_be_bytes());
     key
 }
 
-fn meta_key(group: GroupId, tag: u8) -> [u8; 5] {
+pub(crate) fn meta_key(group: GroupId, tag: u8) -> [u8; 5] {
     let mut key = [0u8; 5];
     key[..4].copy_from_slice(&group.to_be_bytes());
     key[4] = tag;
     key
 }
 
-fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     postcard::to_allocvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
-fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
     postcard::from_bytes(bytes).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
@@ -67,52 +67,31 @@ fn db_error(e: rocksdb::Error) -> io::Error {
     io::Error::other(e.to_string())
 }
 
+const WRITER_GONE: &str = "raft log writer stopped";
+
 /// Counters of the log store's durability work.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LogDbStats {
     /// Appends reported durable.
     pub appends: u64,
-    /// WAL fsyncs done (each covers every append queued before it started).
+    /// WAL fsyncs done (each covers every operation queued before it).
     pub fsyncs: u64,
-}
-
-struct Counters {
-    appends: AtomicU64,
-    fsyncs: AtomicU64,
-    /// How long each WAL fsync took.
-    fsync_seconds: prometheus::Histogram,
-}
-
-impl Default for Counters {
-    fn default() -> Self {
-        let fsync_seconds = prometheus::Histogram::with_opts(
-            prometheus::HistogramOpts::new(
-                "autocache_raft_log_fsync_seconds",
-                "Duration of each raft log WAL fsync (one covers every append queued before it).",
-            )
-            .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("valid buckets")),
-        )
-        .expect("valid histogram");
-        Counters {
-            appends: AtomicU64::default(),
-            fsyncs: AtomicU64::default(),
-            fsync_seconds,
-        }
-    }
 }
 
 /// A node's raft storage: every group's log, vote and snapshot, in one RocksDB.
 pub struct LogDb {
     db: Arc<DB>,
     counters: Arc<Counters>,
-    /// Appends waiting for the next WAL fsync. Dropped (closing the channel) on drop, which
-    /// ends the flusher thread.
-    flush_queue: Mutex<Option<mpsc::Sender<IOFlushed<TypeConfig>>>>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
+    /// Operations for the writer thread, closed on drop, which ends the writer once it has
+    /// written what was queued.
+    queue: Arc<LogQueue>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    /// Each group's in-memory log tail, shared by its log store and readers.
+    tails: Mutex<HashMap<GroupId, Arc<Mutex<LogTail>>>>,
 }
 
 impl LogDb {
-    /// Opens (or creates) the store in `path` and starts its flusher thread.
+    /// Opens (or creates) the store in `path` and starts its writer thread.
     pub fn open(path: &Path) -> Result<Arc<LogDb>, rocksdb::Error> {
         let mut options = Options::default();
         options.create_if_missing(true);
@@ -121,27 +100,31 @@ impl LogDb {
             .into_iter()
             .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
         let db = Arc::new(DB::open_cf_descriptors(&options, path, families)?);
-        let (tx, rx) = mpsc::channel::<IOFlushed<TypeConfig>>();
-        let flush_db = db.clone();
+        let queue = Arc::new(LogQueue::default());
+        let writer_queue = queue.clone();
+        let writer_db = db.clone();
         let counters = Arc::new(Counters::default());
-        let flush_counters = counters.clone();
-        let flusher = std::thread::Builder::new()
-            .name("raft-log-flush".into())
-            .spawn(move || flush_loop(&flush_db, &flush_counters, rx))
-            .expect("spawn the raft log flusher thread");
+        let writer_counters = counters.clone();
+        let writer = std::thread::Builder::new()
+            .name("raft-log-writer".into())
+            .spawn(move || log_writer::run(&writer_db, &writer_counters, &writer_queue))
+            .expect("spawn the raft log writer thread");
         Ok(Arc::new(LogDb {
             db,
             counters,
-            flush_queue: Mutex::new(Some(tx)),
-            flusher: Mutex::new(Some(flusher)),
+            queue,
+            writer: Mutex::new(Some(writer)),
+            tails: Mutex::default(),
         }))
     }
 
     /// The log store of one group.
     pub fn group(self: &Arc<Self>, group: GroupId) -> LogStore {
+        let tail = self.tails.lock().entry(group).or_default().clone();
         LogStore {
             store: self.clone(),
             group,
+            tail,
         }
     }
 
@@ -175,25 +158,6 @@ impl LogDb {
         }
     }
 
-    fn put_meta<T: Serialize>(
-        &self,
-        group: GroupId,
-        tag: u8,
-        value: &T,
-        sync: bool,
-    ) -> io::Result<()> {
-        self.put(CF_META, &meta_key(group, tag), &encode(value)?, sync)
-    }
-
-    /// Writes one key, fsynced first if `sync`.
-    fn put(&self, family: &str, key: &[u8], value: &[u8], sync: bool) -> io::Result<()> {
-        let mut options = WriteOptions::default();
-        options.set_sync(sync);
-        self.db
-            .put_cf_opt(self.cf(family), key, value, &options)
-            .map_err(db_error)
-    }
-
     /// Durably stores a group's latest snapshot (replacing the previous one).
     pub fn save_snapshot(
         &self,
@@ -201,12 +165,16 @@ impl LogDb {
         meta: &SnapshotMeta,
         data: &[u8],
     ) -> io::Result<()> {
-        self.put(
-            CF_SNAPSHOTS,
-            &group.to_be_bytes(),
-            &encode(&(meta, data))?,
-            true,
-        )
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .put_cf_opt(
+                self.cf(CF_SNAPSHOTS),
+                group.to_be_bytes(),
+                encode(&(meta, data))?,
+                &options,
+            )
+            .map_err(db_error)
     }
 
     /// A group's latest snapshot, if it has one.
@@ -221,60 +189,62 @@ impl LogDb {
         }
     }
 
-    fn queue_flush(&self, callback: IOFlushed<TypeConfig>) {
-        let queue = self.flush_queue.lock();
-        match queue.as_ref() {
-            Some(tx) => {
-                if let Err(mpsc::SendError(callback)) = tx.send(callback) {
-                    callback.io_completed(Err(io::Error::other("raft log flusher stopped")));
+    /// Queues an operation for the writer, or fails it if the writer is gone.
+    fn queue(&self, op: LogOp) {
+        self.queue.push(op, WRITER_GONE);
+    }
+
+    /// Waits until everything queued so far is in RocksDB.
+    async fn written(&self) -> io::Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.queue(LogOp::Barrier { done });
+        wait.await.map_err(|_| io::Error::other(WRITER_GONE))
+    }
+
+    /// A group's entries in `range` that RocksDB holds, contiguous from the first one present.
+    fn read_entries(&self, group: GroupId, range: Range<u64>) -> io::Result<Vec<Entry>> {
+        let cf = self.cf(CF_LOGS);
+        let mut entries = Vec::new();
+        if range.end.saturating_sub(range.start) <= MAX_POINT_READS {
+            // A short range (what openraft asks for when applying and replicating) is read
+            // with point lookups: an iterator would also step over the tombstones of purged
+            // entries still in the memtable, which made every apply slower as the log grew.
+            let keys: Vec<[u8; 12]> = range.map(|i| log_key(group, i)).collect();
+            for value in self.db.batched_multi_get_cf(cf, &keys, false) {
+                match value.map_err(db_error)? {
+                    Some(value) => entries.push(decode(&value)?),
+                    // The range may start before the log does: a missing entry after the
+                    // first present one ends the answer.
+                    None if entries.is_empty() => {}
+                    None => break,
                 }
             }
-            None => callback.io_completed(Err(io::Error::other("raft log store closed"))),
+            return Ok(entries);
         }
+        let start = log_key(group, range.start);
+        let iter = self
+            .db
+            .iterator_cf(cf, IteratorMode::From(&start, Direction::Forward));
+        for item in iter {
+            let (key, value) = item.map_err(db_error)?;
+            if key.len() != 12 || key[..4] != group.to_be_bytes() {
+                break;
+            }
+            let index = u64::from_be_bytes(key[4..].try_into().expect("12-byte key"));
+            if index >= range.end {
+                break;
+            }
+            entries.push(decode(&value)?);
+        }
+        Ok(entries)
     }
 }
 
 impl Drop for LogDb {
     fn drop(&mut self) {
-        self.flush_queue.lock().take();
-        if let Some(flusher) = self.flusher.lock().take() {
-            let _ = flusher.join();
-        }
-    }
-}
-
-/// Fsyncs the WAL once per batch of queued appends, then reports them all flushed.
-///
-/// Writes released by one fsync come back as a burst of appends from many groups a few
-/// microseconds apart; fsyncing at the first of them would leave the rest for the next fsync,
-/// and every group would wait two fsyncs per write. So the flusher lingers until the queue has
-/// been quiet for `QUIET`, at most `MAX_LINGER`: a small delay next to an fsync.
-fn flush_loop(db: &DB, counters: &Counters, queue: mpsc::Receiver<IOFlushed<TypeConfig>>) {
-    const QUIET: Duration = Duration::from_micros(50);
-    const MAX_LINGER: Duration = Duration::from_micros(500);
-    while let Ok(first) = queue.recv() {
-        let mut batch = vec![first];
-        let started = Instant::now();
-        while started.elapsed() < MAX_LINGER {
-            match queue.recv_timeout(QUIET) {
-                Ok(callback) => batch.push(callback),
-                Err(_) => break,
-            }
-        }
-        let fsync_started = Instant::now();
-        let result = db.flush_wal(true);
-        counters
-            .fsync_seconds
-            .observe(fsync_started.elapsed().as_secs_f64());
-        counters.fsyncs.fetch_add(1, Ordering::Relaxed);
-        counters
-            .appends
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for callback in batch {
-            callback.io_completed(match &result {
-                Ok(()) => Ok(()),
-                Err(e) => Err(io::Error::other(e.to_string())),
-            });
+        self.queue.close();
+        if let Some(writer) = self.writer.lock().take() {
+            let _ = writer.join();
         }
     }
 }
@@ -284,14 +254,28 @@ fn flush_loop(db: &DB, counters: &Counters, queue: mpsc::Receiver<IOFlushed<Type
 pub struct LogStore {
     store: Arc<LogDb>,
     group: GroupId,
+    tail: Arc<Mutex<LogTail>>,
 }
 
 impl LogStore {
-    fn first_index(range: &impl RangeBounds<u64>) -> u64 {
-        match range.start_bound() {
+    fn index_range(range: &impl RangeBounds<u64>) -> Range<u64> {
+        let start = match range.start_bound() {
             Bound::Included(&i) => i,
-            Bound::Excluded(&i) => i + 1,
+            Bound::Excluded(&i) => i.saturating_add(1),
             Bound::Unbounded => 0,
+        };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => i.saturating_add(1),
+            Bound::Excluded(&i) => i,
+            Bound::Unbounded => u64::MAX,
+        };
+        start..end
+    }
+
+    fn tail_write(&self, seq: crate::log_tail::Seq) -> TailWrite {
+        TailWrite {
+            tail: self.tail.clone(),
+            seq,
         }
     }
 }
@@ -301,48 +285,21 @@ impl RaftLogReader<TypeConfig> for LogStore {
         &mut self,
         range: RB,
     ) -> Result<Vec<Entry>, io::Error> {
-        let db = &self.store.db;
-        let cf = self.store.cf(CF_LOGS);
-        let first = Self::first_index(&range);
-        let end = match range.end_bound() {
-            Bound::Included(&i) => Some(i.saturating_add(1)),
-            Bound::Excluded(&i) => Some(i),
-            Bound::Unbounded => None,
+        let TailRead { from_db, cached } = self.tail.lock().read(Self::index_range(&range));
+        let mut entries = if from_db.is_empty() {
+            Vec::new()
+        } else {
+            self.store.read_entries(self.group, from_db.clone())?
         };
-        let mut entries = Vec::new();
-        if let Some(end) = end.filter(|&end| end.saturating_sub(first) <= MAX_POINT_READS) {
-            // A bounded range (what openraft asks for when applying and replicating) is read
-            // with point lookups: an iterator would also step over the tombstones of purged
-            // entries still in the memtable, which made every apply slower as the log grew.
-            let keys: Vec<[u8; 12]> = (first..end).map(|i| log_key(self.group, i)).collect();
-            for value in db.batched_multi_get_cf(cf, &keys, false) {
-                match value.map_err(db_error)? {
-                    Some(value) => entries.push(decode(&value)?),
-                    // Entries are contiguous from the first one present (the range may start
-                    // before the log does): a missing one after that ends the answer.
-                    None if entries.is_empty() => {}
-                    None => break,
-                }
-            }
-            return Ok(entries);
-        }
-        let start = log_key(self.group, first);
-        let iter = db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward));
-        for item in iter {
-            let (key, value) = item.map_err(db_error)?;
-            if key.len() != 12 || key[..4] != self.group.to_be_bytes() {
-                break;
-            }
-            let index = u64::from_be_bytes(key[4..].try_into().expect("12-byte key"));
-            if !range.contains(&index) {
-                break;
-            }
-            entries.push(decode(&value)?);
+        // The tail follows RocksDB's part only if that part reached it (no hole).
+        if entries.last().is_none_or(|e| e.index() + 1 == from_db.end) {
+            entries.extend(cached);
         }
         Ok(entries)
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        // Saving a vote waits for its write: RocksDB has the latest.
         self.store.get_meta(self.group, META_VOTE)
     }
 }
@@ -351,6 +308,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     type LogReader = Self;
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        self.store.written().await?;
         let last_purged: Option<LogId> = self.store.get_meta(self.group, META_PURGED)?;
         let db = &self.store.db;
         let end = log_key(self.group, u64::MAX);
@@ -381,16 +339,26 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
-        self.store.put_meta(self.group, META_VOTE, vote, true)
+        let (done, wait) = oneshot::channel();
+        self.store.queue(LogOp::Vote {
+            group: self.group,
+            vote: *vote,
+            done,
+        });
+        wait.await
+            .unwrap_or_else(|_| Err(io::Error::other(WRITER_GONE)))
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        // Not synced: a committed index lost in a crash is recomputed from a quorum.
-        self.store
-            .put_meta(self.group, META_COMMITTED, &committed, false)
+        self.store.queue(LogOp::Committed {
+            group: self.group,
+            committed,
+        });
+        Ok(())
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        self.store.written().await?;
         Ok(self
             .store
             .get_meta::<Option<LogId>>(self.group, META_COMMITTED)?
@@ -406,58 +374,39 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + OptionalSend,
         I::IntoIter: OptionalSend,
     {
-        let cf = self.store.cf(CF_LOGS);
-        let mut batch = WriteBatch::default();
-        for entry in entries {
-            batch.put_cf(cf, log_key(self.group, entry.index()), encode(&entry)?);
-        }
-        // Readable once written; durable once the flusher's next WAL fsync completes.
-        self.store.db.write(batch).map_err(db_error)?;
-        self.store.queue_flush(callback);
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        // The tail stays locked until the operation is queued, so a group's operations reach
+        // the writer in the order the tail saw them.
+        let mut tail = self.tail.lock();
+        let seq = tail.append(&entries);
+        self.store.queue(LogOp::Append {
+            group: self.group,
+            entries,
+            flushed: callback,
+            written: self.tail_write(seq),
+        });
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
-        let first = last_log_id.map_or(0, |id| id.index() + 1);
-        let cf = self.store.cf(CF_LOGS);
-        let mut batch = WriteBatch::default();
-        batch.delete_range_cf(
-            cf,
-            log_key(self.group, first),
-            log_key(self.group, u64::MAX),
-        );
-        batch.delete_cf(cf, log_key(self.group, u64::MAX));
-        // Ordered before any later append in the WAL, so made durable by the same fsync.
-        self.store.db.write(batch).map_err(db_error)
+        let last_kept = last_log_id.map(|id| id.index());
+        let mut tail = self.tail.lock();
+        let seq = tail.truncate_after(last_kept);
+        self.store.queue(LogOp::Truncate {
+            group: self.group,
+            first_removed: last_kept.map_or(0, |i| i + 1),
+            written: self.tail_write(seq),
+        });
+        Ok(())
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
-        let previous: Option<LogId> = self.store.get_meta(self.group, META_PURGED)?;
-        let from = previous.map_or(0, |id| id.index() + 1);
-        let until = log_id.index() + 1;
-        let db = &self.store.db;
-        let cf = self.store.cf(CF_LOGS);
-        // Point deletes of the entries that exist, not a range delete: openraft purges a few
-        // entries at a time, and every range tombstone in the memtable is paid for again by
-        // each new iterator (every log read), which slowed writes tenfold over a few minutes.
-        let mut batch = WriteBatch::default();
-        let start = log_key(self.group, from);
-        for item in db.iterator_cf(cf, IteratorMode::From(&start, Direction::Forward)) {
-            let (key, _) = item.map_err(db_error)?;
-            if key.len() != 12 || key[..4] != self.group.to_be_bytes() {
-                break;
-            }
-            if u64::from_be_bytes(key[4..].try_into().expect("12-byte key")) >= until {
-                break;
-            }
-            batch.delete_cf(cf, key);
-        }
-        // The purge point with the deletes: entries at or before it are gone for good.
-        batch.put_cf(
-            self.store.cf(CF_META),
-            meta_key(self.group, META_PURGED),
-            encode(&log_id)?,
-        );
-        db.write(batch).map_err(db_error)
+        let mut tail = self.tail.lock();
+        tail.purge(log_id.index());
+        self.store.queue(LogOp::Purge {
+            group: self.group,
+            log_id,
+        });
+        Ok(())
     }
 }

@@ -1,0 +1,346 @@
+//! The thread that writes every group's log operations to RocksDB, many at a time.
+//!
+//! Groups queue their appends, truncations, purges, commit marks and votes; the writer takes
+//! everything queued, writes it as one RocksDB write batch with one WAL fsync, and only then
+//! reports appends flushed to openraft and votes saved. Many groups writing at once thus share
+//! one fsync (group commit), and the threads that run the raft groups and the clients never
+//! wait on RocksDB: the log stays readable meanwhile through each group's `LogTail`.
+
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use openraft::entry::RaftEntry;
+use openraft::storage::IOFlushed;
+use parking_lot::{Condvar, Mutex};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use tokio::sync::oneshot;
+
+use crate::log_store::{
+    decode, encode, log_key, meta_key, CF_LOGS, CF_META, META_COMMITTED, META_PURGED, META_VOTE,
+};
+use crate::log_tail::{LogTail, Seq};
+use crate::typ::{Entry, GroupId, LogId, TypeConfig, Vote};
+
+/// One operation queued for the writer, in the order its group issued it.
+pub(crate) enum LogOp {
+    /// Entries to add; `flushed` is told once they are durable.
+    Append {
+        group: GroupId,
+        entries: Vec<Entry>,
+        flushed: IOFlushed<TypeConfig>,
+        written: TailWrite,
+    },
+    /// Remove every entry from `first_removed` on.
+    Truncate {
+        group: GroupId,
+        first_removed: u64,
+        written: TailWrite,
+    },
+    /// Remove every entry up to `log_id`, inclusive, and remember it as purged.
+    Purge { group: GroupId, log_id: LogId },
+    /// The group's commit index (not fsynced on its own: a lost one is recomputed).
+    Committed {
+        group: GroupId,
+        committed: Option<LogId>,
+    },
+    /// The group's vote; `done` is told once it is durable.
+    Vote {
+        group: GroupId,
+        vote: Vote,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    /// Nothing to write; `done` is told once everything queued before it is written.
+    Barrier { done: oneshot::Sender<()> },
+}
+
+/// The tail that an operation changed, to be told when RocksDB has the change.
+pub(crate) struct TailWrite {
+    pub tail: Arc<Mutex<LogTail>>,
+    pub seq: Seq,
+}
+
+impl LogOp {
+    /// Someone waits for this operation to be written.
+    fn is_urgent(&self) -> bool {
+        matches!(
+            self,
+            LogOp::Append { .. } | LogOp::Vote { .. } | LogOp::Barrier { .. }
+        )
+    }
+
+    /// Reports the operation failed without writing it.
+    pub(crate) fn fail(self, error: &str) {
+        match self {
+            LogOp::Append { flushed, .. } => flushed.io_completed(Err(io::Error::other(error))),
+            LogOp::Vote { done, .. } => {
+                let _ = done.send(Err(io::Error::other(error)));
+            }
+            // A dropped barrier tells its waiter that the writer is gone.
+            LogOp::Barrier { .. }
+            | LogOp::Truncate { .. }
+            | LogOp::Purge { .. }
+            | LogOp::Committed { .. } => {}
+        }
+    }
+}
+
+/// Counters of the writer's durability work.
+pub(crate) struct Counters {
+    pub appends: AtomicU64,
+    pub fsyncs: AtomicU64,
+    /// How long each synced write took.
+    pub fsync_seconds: prometheus::Histogram,
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        let fsync_seconds = prometheus::Histogram::with_opts(
+            prometheus::HistogramOpts::new(
+                "autocache_raft_log_fsync_seconds",
+                "Duration of each synced raft log write: one WAL write and fsync covering every \
+                 operation queued before it.",
+            )
+            .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("valid buckets")),
+        )
+        .expect("valid histogram");
+        Counters {
+            appends: AtomicU64::default(),
+            fsyncs: AtomicU64::default(),
+            fsync_seconds,
+        }
+    }
+}
+
+/// The writer's inbox: operations queued by every group, in order.
+///
+/// Queuing never makes a system call unless the writer is asleep waiting for work and the
+/// operation has a waiter (an append, a vote, a barrier): the others (commit marks,
+/// truncations, purges) ride along with the next batch, or are written after `LAZY_WRITE`.
+#[derive(Default)]
+pub(crate) struct LogQueue {
+    inbox: Mutex<Inbox>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Inbox {
+    ops: Vec<LogOp>,
+    /// How many of `ops` have a waiter.
+    urgent: usize,
+    /// The writer is waiting for work and must be woken for urgent operations.
+    idle: bool,
+    closed: bool,
+}
+
+/// How long operations without a waiter may stay queued when nothing else is.
+const LAZY_WRITE: Duration = Duration::from_millis(100);
+
+impl LogQueue {
+    /// Queues an operation, or fails it if the writer is gone.
+    pub(crate) fn push(&self, op: LogOp, writer_gone: &str) {
+        let urgent = op.is_urgent();
+        let mut inbox = self.inbox.lock();
+        if inbox.closed {
+            drop(inbox);
+            op.fail(writer_gone);
+            return;
+        }
+        inbox.ops.push(op);
+        inbox.urgent += usize::from(urgent);
+        let wake = urgent && inbox.idle;
+        if wake {
+            inbox.idle = false;
+        }
+        drop(inbox);
+        if wake {
+            self.wake.notify_one();
+        }
+    }
+
+    /// Lets the writer finish what is queued and stop.
+    pub(crate) fn close(&self) {
+        self.inbox.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Waits for the next batch to write; None once closed and drained.
+    ///
+    /// Operations released by one fsync come back as a burst from many groups a few
+    /// microseconds apart; writing at the first of them would leave the rest for the next
+    /// fsync, and every group would wait two fsyncs per write. So the writer lingers until the
+    /// queue has been quiet for `QUIET`, at most `MAX_LINGER`: a small delay next to an fsync.
+    fn next_batch(&self) -> Option<Vec<LogOp>> {
+        const QUIET: Duration = Duration::from_micros(50);
+        const MAX_LINGER: Duration = Duration::from_micros(500);
+        let mut inbox = self.inbox.lock();
+        // Queuing an operation without a waiter does not wake the writer: it looks for them
+        // every `LAZY_WRITE` (ten wake-ups a second, nothing next to an fsync).
+        while inbox.urgent == 0 && !inbox.closed {
+            inbox.idle = true;
+            if self.wake.wait_for(&mut inbox, LAZY_WRITE).timed_out() && !inbox.ops.is_empty() {
+                break;
+            }
+        }
+        inbox.idle = false;
+        if inbox.closed && inbox.ops.is_empty() {
+            return None;
+        }
+        if inbox.urgent > 0 && !inbox.closed {
+            let started = Instant::now();
+            let mut queued = inbox.ops.len();
+            drop(inbox);
+            loop {
+                std::thread::sleep(QUIET);
+                let now_queued = self.inbox.lock().ops.len();
+                if now_queued == queued || started.elapsed() >= MAX_LINGER {
+                    break;
+                }
+                queued = now_queued;
+            }
+            inbox = self.inbox.lock();
+        }
+        inbox.urgent = 0;
+        Some(std::mem::take(&mut inbox.ops))
+    }
+}
+
+/// Writes queued operations until the queue is closed and drained.
+pub(crate) fn run(db: &DB, counters: &Counters, queue: &LogQueue) {
+    while let Some(ops) = queue.next_batch() {
+        let write_started = Instant::now();
+        let result = write(db, &ops);
+        if let Ok(true) = result {
+            counters
+                .fsync_seconds
+                .observe(write_started.elapsed().as_secs_f64());
+            counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+        }
+        if let Err(error) = &result {
+            tracing::error!(%error, operations = ops.len(), "raft log write failed");
+        }
+        complete(counters, ops, result.map(|_| ()));
+    }
+}
+
+/// Writes `ops` in order as one batch (fsynced if any of them must be durable); returns
+/// whether it was fsynced.
+fn write(db: &DB, ops: &[LogOp]) -> Result<bool, String> {
+    let logs = db
+        .cf_handle(CF_LOGS)
+        .expect("column family created at open");
+    let meta = db
+        .cf_handle(CF_META)
+        .expect("column family created at open");
+    let mut batch = WriteBatch::default();
+    let mut sync = false;
+    for op in ops {
+        match op {
+            LogOp::Append { group, entries, .. } => {
+                for entry in entries {
+                    let value = encode(entry).map_err(|e| e.to_string())?;
+                    batch.put_cf(logs, log_key(*group, entry.index()), value);
+                }
+                sync = true;
+            }
+            LogOp::Truncate {
+                group,
+                first_removed,
+                ..
+            } => {
+                batch.delete_range_cf(
+                    logs,
+                    log_key(*group, *first_removed),
+                    log_key(*group, u64::MAX),
+                );
+                batch.delete_cf(logs, log_key(*group, u64::MAX));
+            }
+            LogOp::Purge { group, log_id } => {
+                // A purge looks up what to delete: RocksDB must have what came before it.
+                if !batch.is_empty() {
+                    db.write(std::mem::take(&mut batch))
+                        .map_err(|e| e.to_string())?;
+                }
+                purge(db, &mut batch, *group, log_id).map_err(|e| e.to_string())?;
+            }
+            LogOp::Committed { group, committed } => {
+                let value = encode(committed).map_err(|e| e.to_string())?;
+                batch.put_cf(meta, meta_key(*group, META_COMMITTED), value);
+            }
+            LogOp::Vote { group, vote, .. } => {
+                let value = encode(vote).map_err(|e| e.to_string())?;
+                batch.put_cf(meta, meta_key(*group, META_VOTE), value);
+                sync = true;
+            }
+            LogOp::Barrier { .. } => {}
+        }
+    }
+    let mut options = WriteOptions::default();
+    options.set_sync(sync);
+    db.write_opt(batch, &options).map_err(|e| e.to_string())?;
+    Ok(sync)
+}
+
+/// Adds to `batch` the deletion of a group's entries up to `log_id` and the new purge point.
+///
+/// Point deletes of the entries that exist, not a range delete: openraft purges a few entries
+/// at a time, and every range tombstone in the memtable is paid for again by each new iterator
+/// (every log read), which slowed writes tenfold over a few minutes.
+fn purge(db: &DB, batch: &mut WriteBatch, group: GroupId, log_id: &LogId) -> io::Result<()> {
+    let logs = db
+        .cf_handle(CF_LOGS)
+        .expect("column family created at open");
+    let meta = db
+        .cf_handle(CF_META)
+        .expect("column family created at open");
+    let previous: Option<LogId> = match db
+        .get_cf(meta, meta_key(group, META_PURGED))
+        .map_err(|e| io::Error::other(e.to_string()))?
+    {
+        Some(bytes) => Some(decode(&bytes)?),
+        None => None,
+    };
+    let from = previous.map_or(0, |id| id.index() + 1);
+    let until = log_id.index() + 1;
+    let start = log_key(group, from);
+    for item in db.iterator_cf(logs, IteratorMode::From(&start, Direction::Forward)) {
+        let (key, _) = item.map_err(|e| io::Error::other(e.to_string()))?;
+        if key.len() != 12 || key[..4] != group.to_be_bytes() {
+            break;
+        }
+        if u64::from_be_bytes(key[4..].try_into().expect("12-byte key")) >= until {
+            break;
+        }
+        batch.delete_cf(logs, key);
+    }
+    batch.put_cf(meta, meta_key(group, META_PURGED), encode(log_id)?);
+    Ok(())
+}
+
+/// Tells every operation's waiter how its write went, after updating the tails it changed.
+fn complete(counters: &Counters, ops: Vec<LogOp>, result: Result<(), String>) {
+    for op in ops {
+        match (op, &result) {
+            (op, Err(error)) => op.fail(error),
+            (
+                LogOp::Append {
+                    flushed, written, ..
+                },
+                Ok(()),
+            ) => {
+                written.tail.lock().written(written.seq);
+                counters.appends.fetch_add(1, Ordering::Relaxed);
+                flushed.io_completed(Ok(()));
+            }
+            (LogOp::Truncate { written, .. }, Ok(())) => written.tail.lock().written(written.seq),
+            (LogOp::Vote { done, .. }, Ok(())) => {
+                let _ = done.send(Ok(()));
+            }
+            (LogOp::Barrier { done }, Ok(())) => {
+                let _ = done.send(());
+            }
+            (LogOp::Purge { .. } | LogOp::Committed { .. }, Ok(())) => {}
+        }
+    }
+}
