@@ -1,0 +1,21 @@
+//! AutoCache's black-box correctness harness, in the manner of Jepsen.
+//!
+//! Histories of operations (invocation, then ok / fail / info) are recorded in Jepsen's own
+//! formats, so Knossos or Elle can re-check them elsewhere, and checked here against sequential
+//! models. This crate talks to AutoCache only over the network.
+
+/// Reading and writing histories as Jepsen's `history.edn`.
+pub mod edn;
+/// Events, operations and their outcomes.
+pub mod history;
+/// Jepsen's older text logs of a register.
+pub mod jepsen_log;
+/// The linearizability checker.
+pub mod linearizable;
+/// Sequential specifications: register, append-only strings.
+pub mod model;
+/// Checkers' conclusions and exit codes.
+pub mod verdict;
+
+pub use history::{operations, Event, EventType, Operation, Outcome, Value};
+pub use verdict::Verdict;

@@ -1,0 +1,73 @@
+//! `jepsen`: AutoCache's correctness harness. `jepsen check` re-checks a saved history.
+//!
+//! Exit codes: 0 valid, 1 invalid, 2 unknown (the checker could not decide, or the history
+//! could not be read).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use jepsen::model::{AppendString, Register};
+use jepsen::{edn, jepsen_log, linearizable, operations, Verdict};
+
+#[derive(Parser)]
+#[command(name = "jepsen", about = "AutoCache's correctness harness")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Checks a saved history: Jepsen EDN (one operation map per line) or, for a register,
+    /// Jepsen's text log.
+    Check {
+        /// What the history's operations are.
+        #[arg(long, value_enum)]
+        workload: Workload,
+        /// Longest the checker may search before answering unknown, in seconds.
+        #[arg(long, default_value_t = 60)]
+        time_limit: u64,
+        /// The history file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Workload {
+    /// Read, write and compare-and-set on registers (per `:key` when present), checked for
+    /// linearizability.
+    Register,
+    /// Get, put and append on string keys, checked for linearizability per key.
+    Kv,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let verdict = match cli.command {
+        Command::Check {
+            workload,
+            time_limit,
+            file,
+        } => check(workload, Duration::from_secs(time_limit), &file)
+            .unwrap_or_else(|e| Verdict::Unknown(format!("{e:#}"))),
+    };
+    println!("{verdict}");
+    ExitCode::from(verdict.exit_code() as u8)
+}
+
+fn check(workload: Workload, time_limit: Duration, file: &PathBuf) -> anyhow::Result<Verdict> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("read {}", file.display()))?;
+    let events = if jepsen_log::is_jepsen_log(&text) {
+        jepsen_log::parse_log(&text)?
+    } else {
+        edn::parse_history(&text)?
+    };
+    let operations = operations(&events)?;
+    Ok(match workload {
+        Workload::Register => linearizable::check(&Register, &operations, time_limit),
+        Workload::Kv => linearizable::check(&AppendString, &operations, time_limit),
+    })
+}
