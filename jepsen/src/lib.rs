@@ -4,6 +4,8 @@
 //! formats, so Knossos or Elle can re-check them elsewhere, and checked here against sequential
 //! models. This crate talks to AutoCache only over the network.
 
+/// The counter checker (bounds on reads).
+pub mod counter;
 /// Reading and writing histories as Jepsen's `history.edn`.
 pub mod edn;
 /// Events, operations and their outcomes.
@@ -14,6 +16,8 @@ pub mod jepsen_log;
 pub mod linearizable;
 /// Sequential specifications: register, append-only strings.
 pub mod model;
+/// The set checker (lost, unexpected and never-read elements).
+pub mod set;
 /// Checkers' conclusions and exit codes.
 pub mod verdict;
 

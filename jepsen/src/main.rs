@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use jepsen::model::{AppendString, Register};
-use jepsen::{edn, jepsen_log, linearizable, operations, Verdict};
+use jepsen::{counter, edn, jepsen_log, linearizable, operations, set, Verdict};
 
 #[derive(Parser)]
 #[command(name = "jepsen", about = "AutoCache's correctness harness")]
@@ -42,6 +42,10 @@ enum Workload {
     Register,
     /// Get, put and append on string keys, checked for linearizability per key.
     Kv,
+    /// Add of unique integers and read of the whole set, per key.
+    Set,
+    /// Add of deltas and read, per key.
+    Counter,
 }
 
 fn main() -> ExitCode {
@@ -69,5 +73,7 @@ fn check(workload: Workload, time_limit: Duration, file: &PathBuf) -> anyhow::Re
     Ok(match workload {
         Workload::Register => linearizable::check(&Register, &operations, time_limit),
         Workload::Kv => linearizable::check(&AppendString, &operations, time_limit),
+        Workload::Set => set::check(&operations),
+        Workload::Counter => counter::check(&operations),
     })
 }
