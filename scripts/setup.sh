@@ -10,6 +10,11 @@ command -v python3 >/dev/null 2>&1 || need_apt+=(python3 python3-pip)
 command -v c++ >/dev/null 2>&1 || need_apt+=(build-essential)
 # The bundled RocksDB (raft log store) is compiled from C++ and its bindings need libclang.
 dpkg -s libclang-dev >/dev/null 2>&1 || need_apt+=(libclang-dev)
+# The correctness harness (jepsen/) puts nodes in network namespaces (iproute2) and injects
+# faults with iptables and libfaketime.
+command -v ip >/dev/null 2>&1 || need_apt+=(iproute2)
+command -v iptables >/dev/null 2>&1 || need_apt+=(iptables)
+dpkg -s libfaketime >/dev/null 2>&1 || need_apt+=(libfaketime faketime)
 
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "setup: installing ${need_apt[*]}" >&2

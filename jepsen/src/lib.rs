@@ -4,6 +4,8 @@
 //! formats, so Knossos or Elle can re-check them elsewhere, and checked here against sequential
 //! models. This crate talks to AutoCache only over the network.
 
+/// The cluster under test: real processes in network namespaces.
+pub mod cluster;
 /// The counter checker (bounds on reads).
 pub mod counter;
 /// Reading and writing histories as Jepsen's `history.edn`.
@@ -16,6 +18,8 @@ pub mod jepsen_log;
 pub mod linearizable;
 /// Sequential specifications: register, append-only strings.
 pub mod model;
+/// Network namespaces, a bridge and iptables faults between nodes.
+pub mod net;
 /// The set checker (lost, unexpected and never-read elements).
 pub mod set;
 /// Checkers' conclusions and exit codes.

@@ -1,0 +1,273 @@
+//! The cluster under test: real `autocache` processes, one per network namespace, with their
+//! data on disk, which the harness kills, pauses and restarts.
+
+use std::fs::{File, OpenOptions};
+use std::net::SocketAddrV4;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::net::{Net, NetError};
+
+/// Port every node serves clients on, at its namespace's address.
+pub const CLIENT_PORT: u16 = 6379;
+/// Port of the raft transport.
+pub const RAFT_PORT: u16 = 7379;
+
+/// Starting or driving the cluster failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+    #[error("the cluster was not ready after {waited:?}: {last}")]
+    NotReady { waited: Duration, last: String },
+}
+
+/// How to start the cluster.
+#[derive(Clone, Debug)]
+pub struct ClusterConfig {
+    /// The `autocache` binary.
+    pub binary: PathBuf,
+    /// Where each node keeps its data (`n<i>/`) and log (`n<i>.log`).
+    pub dir: PathBuf,
+    pub nodes: usize,
+    pub groups: u32,
+}
+
+struct Node {
+    process: Option<Child>,
+    paused: bool,
+}
+
+/// A running cluster; its processes are killed and its network removed on drop.
+pub struct Cluster {
+    config: ClusterConfig,
+    nodes: Vec<Node>,
+    // Dropped after the processes are killed (see Drop).
+    net: Net,
+}
+
+impl Cluster {
+    /// Creates the network and starts every node.
+    pub fn start(config: ClusterConfig) -> Result<Cluster, ClusterError> {
+        let net = Net::create(config.nodes)?;
+        std::fs::create_dir_all(&config.dir).map_err(|source| ClusterError::Io {
+            what: format!("create {}", config.dir.display()),
+            source,
+        })?;
+        let mut cluster = Cluster {
+            nodes: (0..config.nodes)
+                .map(|_| Node {
+                    process: None,
+                    paused: false,
+                })
+                .collect(),
+            config,
+            net,
+        };
+        for node in 1..=cluster.config.nodes {
+            cluster.start_node(node)?;
+        }
+        Ok(cluster)
+    }
+
+    /// The network, for injecting faults.
+    pub fn net(&self) -> &Net {
+        &self.net
+    }
+
+    /// Where node `node` (1-based) serves clients.
+    pub fn client_addr(&self, node: usize) -> SocketAddrV4 {
+        SocketAddrV4::new(self.net.ip(node), CLIENT_PORT)
+    }
+
+    /// How many nodes the cluster has.
+    pub fn nodes(&self) -> usize {
+        self.config.nodes
+    }
+
+    /// Node `node`'s log file.
+    pub fn log_path(&self, node: usize) -> PathBuf {
+        self.config.dir.join(format!("n{node}.log"))
+    }
+
+    fn members(&self) -> String {
+        (1..=self.config.nodes)
+            .map(|n| {
+                let ip = self.net.ip(n);
+                format!("{n}={ip}:{CLIENT_PORT}/{ip}:{RAFT_PORT}")
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Starts node `node` (again, after a kill) from its data directory.
+    pub fn start_node(&mut self, node: usize) -> Result<(), ClusterError> {
+        let log = open_log(&self.log_path(node))?;
+        let err = log.try_clone().map_err(|source| ClusterError::Io {
+            what: "clone the log file".into(),
+            source,
+        })?;
+        let data = self.config.dir.join(format!("n{node}"));
+        let binary = self.config.binary.to_string_lossy().into_owned();
+        let mut command = self.net.command(node, &binary);
+        command
+            .arg("server")
+            .args(["--bind", &self.net.ip(node).to_string()])
+            .args(["--port", &CLIENT_PORT.to_string()])
+            .args(["--data-dir", &data.to_string_lossy()])
+            .args(["--node-id", &node.to_string()])
+            .args(["--members", &self.members()])
+            .args(["--groups", &self.config.groups.to_string()])
+            .args(["--replicas", &self.config.nodes.min(3).to_string()])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(err);
+        let child = command.spawn().map_err(|source| ClusterError::Io {
+            what: format!("start node {node} ({binary})"),
+            source,
+        })?;
+        self.nodes[node - 1] = Node {
+            process: Some(child),
+            paused: false,
+        };
+        Ok(())
+    }
+
+    /// The process id of node `node`, when it runs.
+    pub fn pid(&self, node: usize) -> Option<u32> {
+        self.nodes[node - 1].process.as_ref().map(Child::id)
+    }
+
+    fn signal(&self, node: usize, signal: i32) -> bool {
+        match self.pid(node) {
+            Some(pid) => {
+                // SAFETY: kill has no memory-safety preconditions; the pid is our own child,
+                // not yet waited for, so it cannot have been reused.
+                unsafe { libc::kill(pid as i32, signal) == 0 }
+            }
+            None => false,
+        }
+    }
+
+    /// Kills node `node` with SIGKILL and reaps it. Returns false if it was not running.
+    pub fn kill(&mut self, node: usize) -> bool {
+        if self.nodes[node - 1].paused {
+            self.signal(node, libc::SIGCONT);
+        }
+        let killed = self.signal(node, libc::SIGKILL);
+        if let Some(mut child) = self.nodes[node - 1].process.take() {
+            let _ = child.wait();
+        }
+        self.nodes[node - 1].paused = false;
+        killed
+    }
+
+    /// Pauses node `node` with SIGSTOP.
+    pub fn pause(&mut self, node: usize) -> bool {
+        let paused = self.signal(node, libc::SIGSTOP);
+        self.nodes[node - 1].paused |= paused;
+        paused
+    }
+
+    /// Resumes a paused node with SIGCONT.
+    pub fn resume(&mut self, node: usize) -> bool {
+        let resumed = self.signal(node, libc::SIGCONT);
+        self.nodes[node - 1].paused = false;
+        resumed
+    }
+
+    /// Whether node `node`'s process is alive (it may be paused).
+    pub fn is_running(&mut self, node: usize) -> bool {
+        match self.nodes[node - 1].process.as_mut() {
+            Some(child) => matches!(child.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Whether node `node` answers `cluster_state:ok`: it sees a leader for every group.
+    pub fn is_ready(&self, node: usize) -> bool {
+        cluster_state(self.client_addr(node)).is_ok_and(|info| info.contains("cluster_state:ok"))
+    }
+
+    /// Waits until every running node answers `cluster_state:ok` (every group has a leader).
+    pub fn wait_ready(&mut self, timeout: Duration) -> Result<(), ClusterError> {
+        let started = Instant::now();
+        let mut last = String::from("no node checked yet");
+        while started.elapsed() < timeout {
+            let mut ready = true;
+            for node in 1..=self.config.nodes {
+                if !self.is_running(node) {
+                    continue;
+                }
+                match cluster_state(self.client_addr(node)) {
+                    Ok(info) if info.contains("cluster_state:ok") => {}
+                    Ok(info) => {
+                        ready = false;
+                        last = format!("node {node}: {}", info.lines().next().unwrap_or(""));
+                    }
+                    Err(e) => {
+                        ready = false;
+                        last = format!("node {node}: {e}");
+                    }
+                }
+            }
+            if ready {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        Err(ClusterError::NotReady {
+            waited: timeout,
+            last,
+        })
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in 1..=self.config.nodes {
+            self.kill(node);
+        }
+    }
+}
+
+fn open_log(path: &Path) -> Result<File, ClusterError> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| ClusterError::Io {
+            what: format!("open {}", path.display()),
+            source,
+        })
+}
+
+/// A node's CLUSTER INFO.
+fn cluster_state(addr: SocketAddrV4) -> redis::RedisResult<String> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let mut connection = client.get_connection_with_timeout(Duration::from_secs(1))?;
+    connection.set_read_timeout(Some(Duration::from_secs(1)))?;
+    redis::cmd("CLUSTER").arg("INFO").query(&mut connection)
+}
+
+/// The `autocache` binary built beside this program (the same cargo target directory), or
+/// `AUTOCACHE_BIN`.
+pub fn default_binary() -> Option<PathBuf> {
+    if let Some(path) = std::env::var_os("AUTOCACHE_BIN") {
+        return Some(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe().ok()?;
+    // target/<profile>/jepsen, or target/<profile>/deps/<test> for tests.
+    exe.ancestors()
+        .skip(1)
+        .take(2)
+        .map(|dir| dir.join("autocache"))
+        .find(|candidate| candidate.is_file())
+}
