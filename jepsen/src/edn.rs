@@ -29,9 +29,17 @@ pub fn parse_history(text: &str) -> Result<Vec<Event>, EdnError> {
             reason,
         };
         let form = edn::read_string(line).map_err(|e| fail(format!("not EDN: {e:?}")))?;
+        if is_nemesis(&form) {
+            continue;
+        }
         events.push(event(&form).map_err(fail)?);
     }
     Ok(events)
+}
+
+/// Jepsen records its nemesis's actions in the history as process `:nemesis`.
+fn is_nemesis(form: &Edn<'_>) -> bool {
+    matches!(form, Edn::Map(map) if map.get(&Edn::Key("process")) == Some(&Edn::Key("nemesis")))
 }
 
 fn event(form: &Edn<'_>) -> Result<Event, String> {
@@ -46,8 +54,6 @@ fn event(form: &Edn<'_>) -> Result<Event, String> {
     };
     let process = match field("process") {
         Some(Edn::Int(p)) if *p >= 0 => *p as u64,
-        // Jepsen's nemesis is process :nemesis; its events are not client operations.
-        Some(Edn::Key("nemesis")) => return Err("nemesis events are not operations".into()),
         Some(other) => return Err(format!(":process is {other}, not a process number")),
         None => return Err("no :process".into()),
     };

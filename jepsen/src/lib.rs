@@ -4,6 +4,8 @@
 //! formats, so Knossos or Elle can re-check them elsewhere, and checked here against sequential
 //! models. This crate talks to AutoCache only over the network.
 
+/// A harness process's connection, and how replies become outcomes.
+pub mod client;
 /// The cluster under test: real processes in network namespaces.
 pub mod cluster;
 /// The counter checker (bounds on reads).
@@ -18,8 +20,14 @@ pub mod jepsen_log;
 pub mod linearizable;
 /// Sequential specifications: register, append-only strings.
 pub mod model;
+/// Faults: partitions, kills, pauses.
+pub mod nemesis;
 /// Network namespaces, a bridge and iptables faults between nodes.
 pub mod net;
+/// The register workload's operations.
+pub mod register_workload;
+/// One harness run, start to verdict.
+pub mod run;
 /// The set checker (lost, unexpected and never-read elements).
 pub mod set;
 /// Checkers' conclusions and exit codes.

@@ -1,4 +1,5 @@
-//! `jepsen`: AutoCache's correctness harness. `jepsen check` re-checks a saved history.
+//! `jepsen`: AutoCache's correctness harness. `jepsen test` runs a faulty cluster and checks
+//! its history; `jepsen check` re-checks a saved history.
 //!
 //! Exit codes: 0 valid, 1 invalid, 2 unknown (the checker could not decide, or the history
 //! could not be read).
@@ -9,7 +10,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
+use jepsen::cluster::default_binary;
 use jepsen::model::{AppendString, Register};
+use jepsen::nemesis::FaultKind;
+use jepsen::run::{self, TestConfig};
 use jepsen::{counter, edn, jepsen_log, linearizable, operations, set, Verdict};
 
 #[derive(Parser)]
@@ -21,6 +25,37 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Runs a cluster in network namespaces under faults, records a history and checks it
+    /// (needs root).
+    Test {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// The workload (register only so far).
+        #[arg(long, value_enum, default_value = "register")]
+        workload: Workload,
+        /// Faults, comma-separated: partition, kill, pause; none for none.
+        #[arg(long, default_value = "partition,kill")]
+        nemesis: String,
+        /// How long clients run, in seconds.
+        #[arg(long, default_value_t = 60)]
+        time_limit: u64,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Where the histories, verdict and node logs go.
+        #[arg(long)]
+        out: PathBuf,
+        /// Client processes.
+        #[arg(long, default_value_t = 6)]
+        concurrency: usize,
+        /// Registers, spread over slot groups.
+        #[arg(long, default_value_t = 8)]
+        keys: usize,
+        #[arg(long, default_value_t = 16)]
+        groups: u32,
+        /// The autocache binary (default: the one built beside this program).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
     /// Checks a saved history: Jepsen EDN (one operation map per line) or, for a register,
     /// Jepsen's text log.
     Check {
@@ -51,6 +86,31 @@ enum Workload {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let verdict = match cli.command {
+        Command::Test {
+            nodes,
+            workload,
+            nemesis,
+            time_limit,
+            seed,
+            out,
+            concurrency,
+            keys,
+            groups,
+            binary,
+        } => test(workload, nemesis, binary, move |nemeses, binary| {
+            TestConfig {
+                binary,
+                out,
+                nodes,
+                groups,
+                nemeses,
+                time_limit: Duration::from_secs(time_limit),
+                seed,
+                concurrency,
+                keys,
+            }
+        })
+        .unwrap_or_else(|e| Verdict::Unknown(format!("{e:#}"))),
         Command::Check {
             workload,
             time_limit,
@@ -60,6 +120,28 @@ fn main() -> ExitCode {
     };
     println!("{verdict}");
     ExitCode::from(verdict.exit_code() as u8)
+}
+
+fn test(
+    workload: Workload,
+    nemesis: String,
+    binary: Option<PathBuf>,
+    config: impl FnOnce(Vec<FaultKind>, PathBuf) -> TestConfig,
+) -> anyhow::Result<Verdict> {
+    if !matches!(workload, Workload::Register) {
+        anyhow::bail!("jepsen test runs the register workload only so far");
+    }
+    let nemeses = nemesis
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty() && *n != "none")
+        .map(str::parse)
+        .collect::<Result<Vec<FaultKind>, String>>()
+        .map_err(anyhow::Error::msg)?;
+    let binary = binary
+        .or_else(default_binary)
+        .context("no autocache binary beside jepsen: build the workspace or pass --binary")?;
+    run::run(&config(nemeses, binary))
 }
 
 fn check(workload: Workload, time_limit: Duration, file: &PathBuf) -> anyhow::Result<Verdict> {

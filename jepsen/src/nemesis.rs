@@ -1,0 +1,154 @@
+//! Faults injected into the cluster under test, each confirmed installed and later healed.
+
+use std::fmt;
+use std::str::FromStr;
+
+use rand::rngs::SmallRng;
+use rand::seq::SliceRandom;
+use rand::Rng;
+
+use crate::cluster::Cluster;
+use crate::net::Link;
+
+/// A kind of fault.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum FaultKind {
+    /// The nodes split into two random halves that cannot reach each other.
+    Partition,
+    /// One node killed with SIGKILL, restarted from its disk when healed.
+    Kill,
+    /// One node paused with SIGSTOP, resumed with SIGCONT when healed.
+    Pause,
+}
+
+impl FromStr for FaultKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "partition" => Ok(FaultKind::Partition),
+            "kill" => Ok(FaultKind::Kill),
+            "pause" => Ok(FaultKind::Pause),
+            other => Err(format!(
+                "unknown nemesis {other:?} (partition, kill, pause, none)"
+            )),
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            FaultKind::Partition => "partition",
+            FaultKind::Kill => "kill",
+            FaultKind::Pause => "pause",
+        })
+    }
+}
+
+/// A fault in force.
+#[derive(Clone, Debug)]
+pub struct Fault {
+    pub kind: FaultKind,
+    /// The nodes it affects (one side of a partition, the killed or paused node).
+    pub nodes: Vec<usize>,
+    links: Vec<Link>,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let nodes: Vec<String> = self.nodes.iter().map(|n| format!("n{n}")).collect();
+        write!(f, "{} {}", self.kind, nodes.join(","))
+    }
+}
+
+/// Installs a fault of `kind` and confirms it is in force.
+pub fn install(
+    cluster: &mut Cluster,
+    kind: FaultKind,
+    rng: &mut SmallRng,
+) -> Result<Fault, String> {
+    let n = cluster.nodes();
+    let mut nodes: Vec<usize> = (1..=n).collect();
+    nodes.shuffle(rng);
+    match kind {
+        FaultKind::Partition => {
+            // A minority side, so that a quorum survives.
+            let minority = rng.random_range(1..=(n - 1) / 2);
+            let (side, rest) = nodes.split_at(minority);
+            let links: Vec<Link> = side
+                .iter()
+                .flat_map(|&a| {
+                    rest.iter()
+                        .flat_map(move |&b| [Link { from: a, to: b }, Link { from: b, to: a }])
+                })
+                .collect();
+            cluster.net().cut(&links).map_err(|e| e.to_string())?;
+            for link in &links {
+                let rules = cluster.net().rules(link.to).map_err(|e| e.to_string())?;
+                let source = cluster.net().ip(link.from).to_string();
+                if !rules.iter().any(|r| r.contains(&source)) {
+                    return Err(format!("the cut of {link} is not in force"));
+                }
+            }
+            let mut side = side.to_vec();
+            side.sort_unstable();
+            Ok(Fault {
+                kind,
+                nodes: side,
+                links,
+            })
+        }
+        FaultKind::Kill | FaultKind::Pause => {
+            let node = nodes[0];
+            let done = if kind == FaultKind::Kill {
+                cluster.kill(node) && !cluster.is_running(node)
+            } else {
+                cluster.pause(node)
+            };
+            if !done {
+                return Err(format!("could not {kind} n{node}"));
+            }
+            Ok(Fault {
+                kind,
+                nodes: vec![node],
+                links: Vec::new(),
+            })
+        }
+    }
+}
+
+/// Ends a fault and confirms it is gone.
+pub fn heal(cluster: &mut Cluster, fault: &Fault) -> Result<(), String> {
+    match fault.kind {
+        FaultKind::Partition => {
+            cluster.net().heal().map_err(|e| e.to_string())?;
+            for link in &fault.links {
+                if !cluster
+                    .net()
+                    .rules(link.to)
+                    .map_err(|e| e.to_string())?
+                    .is_empty()
+                {
+                    return Err(format!("the cut of {link} is still in force"));
+                }
+            }
+        }
+        FaultKind::Kill => {
+            for &node in &fault.nodes {
+                cluster.start_node(node).map_err(|e| e.to_string())?;
+                if !cluster.is_running(node) {
+                    return Err(format!("n{node} did not restart"));
+                }
+            }
+        }
+        FaultKind::Pause => {
+            for &node in &fault.nodes {
+                if !cluster.resume(node) {
+                    return Err(format!("could not resume n{node}"));
+                }
+            }
+        }
+    }
+    Ok(())
+}

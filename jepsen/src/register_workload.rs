@@ -1,0 +1,114 @@
+//! The register workload: GET, SET and compare-and-set (WATCH, GET, MULTI/SET/EXEC) on a few
+//! keys spread over slot groups, with unique values.
+
+use rand::rngs::SmallRng;
+use rand::Rng;
+
+use crate::client::{register_value, Client, Reply};
+use crate::history::Value;
+
+/// One operation to perform.
+#[derive(Clone, Debug)]
+pub enum RegisterOp {
+    Read,
+    Write(i64),
+    Cas(i64, i64),
+}
+
+impl RegisterOp {
+    pub fn f(&self) -> &'static str {
+        match self {
+            RegisterOp::Read => "read",
+            RegisterOp::Write(_) => "write",
+            RegisterOp::Cas(..) => "cas",
+        }
+    }
+
+    /// The invocation's value.
+    pub fn input(&self) -> Value {
+        match self {
+            RegisterOp::Read => Value::Nil,
+            RegisterOp::Write(v) => Value::Int(*v),
+            RegisterOp::Cas(from, to) => Value::List(vec![Value::Int(*from), Value::Int(*to)]),
+        }
+    }
+}
+
+/// How an operation completed, as a history records it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Completion {
+    Ok(Value),
+    /// Certainly no effect; `None` for a compare-and-set that found another value.
+    Fail(Option<String>),
+    Info(String),
+}
+
+/// The Redis key of register `key`.
+pub fn redis_key(key: usize) -> String {
+    format!("jepsen-r{key}")
+}
+
+/// Picks the next operation: reads half the time, writes of fresh values, and
+/// compare-and-sets from a recently seen (or a small) value.
+pub fn next_op(
+    rng: &mut SmallRng,
+    fresh: &mut impl FnMut() -> i64,
+    last_seen: Option<i64>,
+) -> RegisterOp {
+    match rng.random_range(0..10) {
+        0..5 => RegisterOp::Read,
+        5..8 => RegisterOp::Write(fresh()),
+        _ => RegisterOp::Cas(last_seen.unwrap_or(0), fresh()),
+    }
+}
+
+/// Performs `op` on register `key`.
+pub fn perform(client: &mut Client, key: usize, op: &RegisterOp) -> Completion {
+    let key = redis_key(key);
+    match op {
+        RegisterOp::Read => match client.send(&key, redis::cmd("GET").arg(&key)) {
+            Reply::Ok(value) => match register_value(&value) {
+                Ok(value) => Completion::Ok(value),
+                Err(e) => Completion::Info(e),
+            },
+            Reply::Fail(e) => Completion::Fail(Some(e)),
+            Reply::Unknown(e) => Completion::Info(e),
+        },
+        RegisterOp::Write(v) => match client.send(&key, redis::cmd("SET").arg(&key).arg(*v)) {
+            Reply::Ok(_) => Completion::Ok(Value::Int(*v)),
+            Reply::Fail(e) => Completion::Fail(Some(e)),
+            Reply::Unknown(e) => Completion::Info(e),
+        },
+        RegisterOp::Cas(from, to) => cas(client, &key, *from, *to),
+    }
+}
+
+fn cas(client: &mut Client, key: &str, from: i64, to: i64) -> Completion {
+    // Until EXEC is sent nothing can be written: any failure before it is a certain one.
+    match client.send(key, redis::cmd("WATCH").arg(key)) {
+        Reply::Ok(_) => {}
+        Reply::Fail(e) | Reply::Unknown(e) => return Completion::Fail(Some(e)),
+    }
+    let current = match client.send(key, redis::cmd("GET").arg(key)) {
+        Reply::Ok(value) => register_value(&value),
+        Reply::Fail(e) | Reply::Unknown(e) => return Completion::Fail(Some(e)),
+    };
+    match current {
+        Ok(Value::Int(v)) if v == from => {}
+        // The linearizable GET saw another value: the compare failed, nothing changed.
+        Ok(_) => {
+            let _ = client.send(key, &redis::cmd("UNWATCH"));
+            return Completion::Fail(None);
+        }
+        Err(e) => return Completion::Fail(Some(e)),
+    }
+    let mut transaction = redis::pipe();
+    transaction.atomic().cmd("SET").arg(key).arg(to);
+    match client.send_pipeline(key, &transaction) {
+        // EXEC answered nil: the key changed after WATCH, and the transaction did nothing.
+        Reply::Ok(redis::Value::Nil) => Completion::Fail(Some("watched key changed".into())),
+        Reply::Ok(_) => Completion::Ok(Value::List(vec![Value::Int(from), Value::Int(to)])),
+        Reply::Fail(e) => Completion::Fail(Some(e)),
+        Reply::Unknown(e) => Completion::Info(e),
+    }
+}

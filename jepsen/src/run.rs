@@ -1,0 +1,288 @@
+//! One harness run: start a cluster, run clients and a nemesis until the time limit, heal
+//! everything, check that every key still serves a read and a write, record the history and
+//! check it.
+
+use std::fs;
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::client::Client;
+use crate::cluster::{Cluster, ClusterConfig};
+use crate::edn::event_line;
+use crate::history::{operations, Event, EventType, Value};
+use crate::linearizable;
+use crate::model::Register;
+use crate::nemesis::{self, FaultKind};
+use crate::register_workload::{next_op, perform, Completion, RegisterOp};
+use crate::verdict::Verdict;
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct TestConfig {
+    pub binary: PathBuf,
+    pub out: PathBuf,
+    pub nodes: usize,
+    pub groups: u32,
+    pub nemeses: Vec<FaultKind>,
+    pub time_limit: Duration,
+    pub seed: u64,
+    pub concurrency: usize,
+    pub keys: usize,
+}
+
+/// The history being recorded, shared by the client threads.
+struct Recorder {
+    started: Instant,
+    events: Mutex<Vec<Event>>,
+}
+
+impl Recorder {
+    fn record(
+        &self,
+        process: u64,
+        kind: EventType,
+        op: &RegisterOp,
+        key: usize,
+        value: Value,
+        error: Option<String>,
+    ) {
+        let event = Event {
+            process,
+            kind,
+            f: op.f().to_string(),
+            key: Some(key.to_string()),
+            value,
+            time: Some(self.started.elapsed().as_nanos() as u64),
+            error,
+        };
+        self.events.lock().expect("recorder lock").push(event);
+    }
+
+    /// Performs one operation, recording its invocation and completion.
+    fn perform(
+        &self,
+        process: u64,
+        client: &mut Client,
+        key: usize,
+        op: &RegisterOp,
+    ) -> Completion {
+        self.record(process, EventType::Invoke, op, key, op.input(), None);
+        let completion = perform(client, key, op);
+        let (kind, value, error) = match &completion {
+            Completion::Ok(value) => (EventType::Ok, value.clone(), None),
+            Completion::Fail(error) => (EventType::Fail, op.input(), error.clone()),
+            Completion::Info(error) => (EventType::Info, op.input(), Some(error.clone())),
+        };
+        self.record(process, kind, op, key, value, error);
+        completion
+    }
+}
+
+/// A nemesis window, for the report.
+struct Window {
+    fault: String,
+    start_ns: u64,
+    end_ns: u64,
+}
+
+/// Runs the test; returns the verdict (and writes everything to `out`).
+pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
+    fs::create_dir_all(&config.out).with_context(|| format!("create {}", config.out.display()))?;
+    let mut cluster = Cluster::start(ClusterConfig {
+        binary: config.binary.clone(),
+        dir: config.out.join("cluster"),
+        nodes: config.nodes,
+        groups: config.groups,
+    })?;
+    cluster.wait_ready(Duration::from_secs(60))?;
+    let recorder = Arc::new(Recorder {
+        started: Instant::now(),
+        events: Mutex::new(Vec::new()),
+    });
+    let deadline = Instant::now() + config.time_limit;
+    let fresh = Arc::new(AtomicI64::new(1));
+    let addrs: Vec<_> = (1..=config.nodes).map(|n| cluster.client_addr(n)).collect();
+
+    let workers: Vec<_> = (0..config.concurrency)
+        .map(|worker| {
+            let recorder = recorder.clone();
+            let fresh = fresh.clone();
+            let addrs = addrs.clone();
+            let (keys, concurrency, seed) = (config.keys, config.concurrency as u64, config.seed);
+            std::thread::spawn(move || {
+                let mut rng = SmallRng::seed_from_u64(seed.wrapping_mul(1_000_003) + worker as u64);
+                let mut process = worker as u64;
+                let mut client = Client::new(addrs[worker % addrs.len()]);
+                let mut last_seen = vec![None; keys];
+                while Instant::now() < deadline {
+                    let key = rng.random_range(0..keys);
+                    let op = next_op(
+                        &mut rng,
+                        &mut || fresh.fetch_add(1, Ordering::Relaxed),
+                        last_seen[key],
+                    );
+                    match recorder.perform(process, &mut client, key, &op) {
+                        Completion::Ok(Value::Int(v)) => last_seen[key] = Some(v),
+                        Completion::Ok(Value::List(pair)) => {
+                            if let Some(Value::Int(v)) = pair.get(1) {
+                                last_seen[key] = Some(*v);
+                            }
+                        }
+                        // Jepsen's rule: a process whose operation's outcome is unknown is
+                        // abandoned; its successor gets a new number.
+                        Completion::Info(_) => {
+                            process += concurrency;
+                            client = Client::new(addrs[rng.random_range(0..addrs.len())]);
+                        }
+                        _ => {}
+                    }
+                    std::thread::sleep(Duration::from_millis(rng.random_range(0..20)));
+                }
+            })
+        })
+        .collect();
+
+    let mut windows = Vec::new();
+    let mut faults_ok = true;
+    let mut rng = SmallRng::seed_from_u64(config.seed);
+    let mut log = fs::File::create(config.out.join("nemesis.log"))?;
+    if !config.nemeses.is_empty() {
+        while Instant::now() + Duration::from_secs(8) < deadline {
+            std::thread::sleep(Duration::from_secs(2));
+            let kind = config.nemeses[rng.random_range(0..config.nemeses.len())];
+            let start_ns = recorder.started.elapsed().as_nanos() as u64;
+            let fault = match nemesis::install(&mut cluster, kind, &mut rng) {
+                Ok(fault) => fault,
+                Err(e) => {
+                    writeln!(log, "{start_ns} install {kind} failed: {e}")?;
+                    faults_ok = false;
+                    break;
+                }
+            };
+            writeln!(log, "{start_ns} installed {fault}")?;
+            std::thread::sleep(Duration::from_secs(5));
+            let end_ns = recorder.started.elapsed().as_nanos() as u64;
+            if let Err(e) = nemesis::heal(&mut cluster, &fault) {
+                writeln!(log, "{end_ns} heal {fault} failed: {e}")?;
+                faults_ok = false;
+                break;
+            }
+            writeln!(log, "{end_ns} healed {fault}")?;
+            windows.push(Window {
+                fault: fault.to_string(),
+                start_ns,
+                end_ns,
+            });
+        }
+    }
+    for worker in workers {
+        let _ = worker.join();
+    }
+
+    // Everything healed: every key must serve a read and a write within 30 s.
+    let final_ok = final_reads_and_writes(&mut cluster, &recorder, config, &fresh);
+
+    let events = std::mem::take(&mut *recorder.events.lock().expect("recorder lock"));
+    write_history(config, &events, &windows)?;
+    let operations = operations(&events)?;
+    let verdict = linearizable::check(&Register, &operations, Duration::from_secs(120));
+    let kinds_ok = ["read", "write", "cas"].iter().all(|f| {
+        operations
+            .iter()
+            .any(|o| o.f == *f && matches!(o.outcome, crate::history::Outcome::Ok(_)))
+    });
+    let count = |kind: EventType| events.iter().filter(|e| e.kind == kind).count();
+    let summary = serde_json::json!({
+        "operations": operations.len(),
+        "ok": count(EventType::Ok),
+        "fail": count(EventType::Fail),
+        "info": count(EventType::Info),
+        "faults": windows.iter().map(|w| &w.fault).collect::<Vec<_>>(),
+        "faults_installed_and_healed": faults_ok,
+        "every_operation_kind_succeeded": kinds_ok,
+        "final_read_and_write_on_every_key": final_ok,
+        "seed": config.seed,
+        "checker": verdict.to_string(),
+    });
+    fs::write(
+        config.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    fs::write(config.out.join("verdict.txt"), format!("{verdict}\n"))?;
+    println!("{}", serde_json::to_string_pretty(&summary)?);
+    Ok(match verdict {
+        Verdict::Valid if !(faults_ok && kinds_ok && final_ok) => Verdict::Unknown(format!(
+            "the history is linearizable, but the run is not a pass: faults installed and healed: \
+             {faults_ok}, every operation kind succeeded: {kinds_ok}, final read and write on every key: {final_ok}"
+        )),
+        verdict => verdict,
+    })
+}
+
+fn final_reads_and_writes(
+    cluster: &mut Cluster,
+    recorder: &Recorder,
+    config: &TestConfig,
+    fresh: &AtomicI64,
+) -> bool {
+    let _ = cluster.net().heal();
+    for node in 1..=config.nodes {
+        if !cluster.is_running(node) {
+            let _ = cluster.start_node(node);
+        }
+        cluster.resume(node);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let process = 1_000_000;
+    let mut client = Client::new(cluster.client_addr(1));
+    (0..config.keys).all(|key| {
+        [
+            RegisterOp::Write(fresh.fetch_add(1, Ordering::Relaxed)),
+            RegisterOp::Read,
+        ]
+        .iter()
+        .all(|op| loop {
+            match recorder.perform(process, &mut client, key, op) {
+                Completion::Ok(_) => break true,
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                _ => break false,
+            }
+        })
+    })
+}
+
+fn write_history(config: &TestConfig, events: &[Event], windows: &[Window]) -> anyhow::Result<()> {
+    let mut edn = fs::File::create(config.out.join("history.edn"))?;
+    let mut jsonl = fs::File::create(config.out.join("history.jsonl"))?;
+    for (index, event) in events.iter().enumerate() {
+        writeln!(edn, "{}", event_line(event, index))?;
+        let json = serde_json::json!({
+            "index": index,
+            "process": event.process,
+            "type": event.kind.keyword(),
+            "f": event.f,
+            "key": event.key,
+            "value": event.value.to_string(),
+            "time": event.time,
+            "error": event.error,
+        });
+        writeln!(jsonl, "{json}")?;
+    }
+    let mut nemesis = fs::File::create(config.out.join("nemesis.jsonl"))?;
+    for window in windows {
+        let json = serde_json::json!({
+            "fault": window.fault,
+            "start_ns": window.start_ns,
+            "end_ns": window.end_ns,
+        });
+        writeln!(nemesis, "{json}")?;
+    }
+    Ok(())
+}
