@@ -36,22 +36,29 @@ fn certainly_not_applied(error: &redis::RedisError) -> bool {
     }
 }
 
-/// Connections to the cluster's nodes, routing each key to the node that last claimed it
-/// (learnt from MOVED, as a cluster client does).
+/// Connections to the cluster's nodes. Every operation starts at the process's home node and
+/// follows MOVED within the operation (a redirected command was not applied, so sending it on
+/// is the same operation), as Jepsen binds each client to one node: a node that answers what
+/// it should have redirected is then caught.
 pub struct Client {
-    /// Where keys with no known route go.
-    first: SocketAddrV4,
-    routes: HashMap<String, SocketAddrV4>,
+    home: SocketAddrV4,
     connections: HashMap<SocketAddrV4, redis::Connection>,
 }
 
+/// Redirections followed within one operation.
+const MAX_REDIRECTS: usize = 3;
+
 impl Client {
-    pub fn new(first: SocketAddrV4) -> Client {
+    pub fn new(home: SocketAddrV4) -> Client {
         Client {
-            first,
-            routes: HashMap::new(),
+            home,
             connections: HashMap::new(),
         }
+    }
+
+    /// The node operations start at.
+    pub fn home(&self) -> SocketAddrV4 {
+        self.home
     }
 
     fn connect(&mut self, node: SocketAddrV4) -> Result<&mut redis::Connection, String> {
@@ -72,45 +79,47 @@ impl Client {
         Ok(self.connections.get_mut(&node).expect("just connected"))
     }
 
-    /// Sends one command about `key` and classifies the reply.
-    pub fn send(&mut self, key: &str, command: &redis::Cmd) -> Reply {
-        self.send_with(key, |connection| command.query(connection))
+    /// Sends one command to `at`, following MOVED (and updating `at`) when `follow`.
+    pub fn send(&mut self, at: &mut SocketAddrV4, follow: bool, command: &redis::Cmd) -> Reply {
+        self.send_with(at, follow, |connection| command.query(connection))
     }
 
-    /// Sends a pipeline about `key` (a MULTI/EXEC transaction when atomic).
-    pub fn send_pipeline(&mut self, key: &str, pipeline: &redis::Pipeline) -> Reply {
-        self.send_with(key, |connection| pipeline.query(connection))
+    /// Sends a pipeline (a MULTI/EXEC transaction when atomic) to `at`, without following.
+    pub fn send_pipeline(&mut self, at: SocketAddrV4, pipeline: &redis::Pipeline) -> Reply {
+        self.send_with(&mut { at }, false, |connection| pipeline.query(connection))
     }
 
     fn send_with(
         &mut self,
-        key: &str,
-        send: impl FnOnce(&mut redis::Connection) -> redis::RedisResult<redis::Value>,
+        at: &mut SocketAddrV4,
+        follow: bool,
+        send: impl Fn(&mut redis::Connection) -> redis::RedisResult<redis::Value>,
     ) -> Reply {
-        let node = self.routes.get(key).copied().unwrap_or(self.first);
-        let connection = match self.connect(node) {
-            Ok(connection) => connection,
-            // Nothing was sent.
-            Err(e) => {
-                // Try another node next time: this one may be down.
-                self.routes.remove(key);
-                return Reply::Fail(e);
-            }
-        };
-        match send(connection) {
-            Ok(value) => Reply::Ok(value),
-            Err(error) => {
-                if let Some(addr) = error.redirect_node().and_then(|(a, _)| a.parse().ok()) {
-                    self.routes.insert(key.to_string(), addr);
-                }
-                if certainly_not_applied(&error) {
-                    Reply::Fail(error.to_string())
-                } else {
-                    // The connection's state is unknown: start afresh.
-                    self.connections.remove(&node);
-                    Reply::Unknown(error.to_string())
+        let mut hops = 0;
+        loop {
+            let node = *at;
+            let connection = match self.connect(node) {
+                Ok(connection) => connection,
+                // Nothing was sent.
+                Err(e) => return Reply::Fail(e),
+            };
+            let error = match send(connection) {
+                Ok(value) => return Reply::Ok(value),
+                Err(error) => error,
+            };
+            if let Some(addr) = error.redirect_node().and_then(|(a, _)| a.parse().ok()) {
+                if follow && hops < MAX_REDIRECTS {
+                    hops += 1;
+                    *at = addr;
+                    continue;
                 }
             }
+            if certainly_not_applied(&error) {
+                return Reply::Fail(error.to_string());
+            }
+            // The connection's state is unknown: start afresh.
+            self.connections.remove(&node);
+            return Reply::Unknown(error.to_string());
         }
     }
 }

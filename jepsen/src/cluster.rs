@@ -37,6 +37,8 @@ pub struct ClusterConfig {
     pub dir: PathBuf,
     pub nodes: usize,
     pub groups: u32,
+    /// More `autocache server` flags (the harness's own tests pass unsafe modes here).
+    pub server_args: Vec<String>,
 }
 
 struct Node {
@@ -125,6 +127,7 @@ impl Cluster {
             .args(["--members", &self.members()])
             .args(["--groups", &self.config.groups.to_string()])
             .args(["--replicas", &self.config.nodes.min(3).to_string()])
+            .args(&self.config.server_args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log)

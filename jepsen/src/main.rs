@@ -55,6 +55,10 @@ enum Command {
         /// The autocache binary (default: the one built beside this program).
         #[arg(long)]
         binary: Option<PathBuf>,
+        /// Another flag for every server, e.g. `--server-arg=--unsafe-stale-reads` (the unsafe
+        /// mode that proves the harness catches stale reads).
+        #[arg(long, allow_hyphen_values = true)]
+        server_arg: Vec<String>,
     },
     /// Checks a saved history: Jepsen EDN (one operation map per line) or, for a register,
     /// Jepsen's text log.
@@ -97,6 +101,7 @@ fn main() -> ExitCode {
             keys,
             groups,
             binary,
+            server_arg,
         } => test(workload, nemesis, binary, move |nemeses, binary| {
             TestConfig {
                 binary,
@@ -108,6 +113,7 @@ fn main() -> ExitCode {
                 seed,
                 concurrency,
                 keys,
+                server_args: server_arg,
             }
         })
         .unwrap_or_else(|e| Verdict::Unknown(format!("{e:#}"))),

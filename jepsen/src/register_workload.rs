@@ -1,6 +1,8 @@
 //! The register workload: GET, SET and compare-and-set (WATCH, GET, MULTI/SET/EXEC) on a few
 //! keys spread over slot groups, with unique values.
 
+use std::net::SocketAddrV4;
+
 use rand::rngs::SmallRng;
 use rand::Rng;
 
@@ -65,8 +67,9 @@ pub fn next_op(
 /// Performs `op` on register `key`.
 pub fn perform(client: &mut Client, key: usize, op: &RegisterOp) -> Completion {
     let key = redis_key(key);
+    let mut at = client.home();
     match op {
-        RegisterOp::Read => match client.send(&key, redis::cmd("GET").arg(&key)) {
+        RegisterOp::Read => match client.send(&mut at, true, redis::cmd("GET").arg(&key)) {
             Reply::Ok(value) => match register_value(&value) {
                 Ok(value) => Completion::Ok(value),
                 Err(e) => Completion::Info(e),
@@ -74,22 +77,25 @@ pub fn perform(client: &mut Client, key: usize, op: &RegisterOp) -> Completion {
             Reply::Fail(e) => Completion::Fail(Some(e)),
             Reply::Unknown(e) => Completion::Info(e),
         },
-        RegisterOp::Write(v) => match client.send(&key, redis::cmd("SET").arg(&key).arg(*v)) {
-            Reply::Ok(_) => Completion::Ok(Value::Int(*v)),
-            Reply::Fail(e) => Completion::Fail(Some(e)),
-            Reply::Unknown(e) => Completion::Info(e),
-        },
-        RegisterOp::Cas(from, to) => cas(client, &key, *from, *to),
+        RegisterOp::Write(v) => {
+            match client.send(&mut at, true, redis::cmd("SET").arg(&key).arg(*v)) {
+                Reply::Ok(_) => Completion::Ok(Value::Int(*v)),
+                Reply::Fail(e) => Completion::Fail(Some(e)),
+                Reply::Unknown(e) => Completion::Info(e),
+            }
+        }
+        RegisterOp::Cas(from, to) => cas(client, at, &key, *from, *to),
     }
 }
 
-fn cas(client: &mut Client, key: &str, from: i64, to: i64) -> Completion {
+fn cas(client: &mut Client, mut at: SocketAddrV4, key: &str, from: i64, to: i64) -> Completion {
     // Until EXEC is sent nothing can be written: any failure before it is a certain one.
-    match client.send(key, redis::cmd("WATCH").arg(key)) {
+    match client.send(&mut at, true, redis::cmd("WATCH").arg(key)) {
         Reply::Ok(_) => {}
         Reply::Fail(e) | Reply::Unknown(e) => return Completion::Fail(Some(e)),
     }
-    let current = match client.send(key, redis::cmd("GET").arg(key)) {
+    // The rest on the node that took the WATCH: no following.
+    let current = match client.send(&mut at, false, redis::cmd("GET").arg(key)) {
         Reply::Ok(value) => register_value(&value),
         Reply::Fail(e) | Reply::Unknown(e) => return Completion::Fail(Some(e)),
     };
@@ -97,17 +103,30 @@ fn cas(client: &mut Client, key: &str, from: i64, to: i64) -> Completion {
         Ok(Value::Int(v)) if v == from => {}
         // The linearizable GET saw another value: the compare failed, nothing changed.
         Ok(_) => {
-            let _ = client.send(key, &redis::cmd("UNWATCH"));
+            let _ = client.send(&mut at, false, &redis::cmd("UNWATCH"));
             return Completion::Fail(None);
         }
         Err(e) => return Completion::Fail(Some(e)),
     }
+    // MULTI, SET, EXEC as plain commands, so that an error reply to EXEC (MOVED, EXECABORT:
+    // certainly not applied) reaches the classification instead of a parse error.
     let mut transaction = redis::pipe();
-    transaction.atomic().cmd("SET").arg(key).arg(to);
-    match client.send_pipeline(key, &transaction) {
-        // EXEC answered nil: the key changed after WATCH, and the transaction did nothing.
-        Reply::Ok(redis::Value::Nil) => Completion::Fail(Some("watched key changed".into())),
-        Reply::Ok(_) => Completion::Ok(Value::List(vec![Value::Int(from), Value::Int(to)])),
+    transaction
+        .cmd("MULTI")
+        .cmd("SET")
+        .arg(key)
+        .arg(to)
+        .cmd("EXEC");
+    match client.send_pipeline(at, &transaction) {
+        Reply::Ok(redis::Value::Array(replies)) => match replies.last() {
+            // EXEC answered nil: the key changed after WATCH, and the transaction did nothing.
+            Some(redis::Value::Nil) => Completion::Fail(Some("watched key changed".into())),
+            Some(redis::Value::Array(_)) => {
+                Completion::Ok(Value::List(vec![Value::Int(from), Value::Int(to)]))
+            }
+            other => Completion::Info(format!("EXEC answered {other:?}")),
+        },
+        Reply::Ok(other) => Completion::Info(format!("the transaction answered {other:?}")),
         Reply::Fail(e) => Completion::Fail(Some(e)),
         Reply::Unknown(e) => Completion::Info(e),
     }

@@ -35,6 +35,8 @@ pub struct TestConfig {
     pub seed: u64,
     pub concurrency: usize,
     pub keys: usize,
+    /// More `autocache server` flags.
+    pub server_args: Vec<String>,
 }
 
 /// The history being recorded, shared by the client threads.
@@ -100,6 +102,7 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
         dir: config.out.join("cluster"),
         nodes: config.nodes,
         groups: config.groups,
+        server_args: config.server_args.clone(),
     })?;
     cluster.wait_ready(Duration::from_secs(60))?;
     let recorder = Arc::new(Recorder {

@@ -58,6 +58,7 @@ fn a_cluster_in_namespaces_survives_a_partition_and_a_kill() {
         dir: dir.path().to_path_buf(),
         nodes: 3,
         groups: 4,
+        server_args: Vec::new(),
     })
     .unwrap();
     cluster.wait_ready(Duration::from_secs(60)).unwrap();

@@ -50,6 +50,10 @@ pub struct Config {
     pub replicas: usize,
     /// Port of the Prometheus endpoint (`GET /metrics`) on the bind address; 0: none.
     pub metrics_port: u16,
+    /// UNSAFE, test-only: serve reads from any replica's local state, unconfirmed (stale
+    /// reads). Exists so the correctness harness can prove it catches a broken server.
+    #[serde(skip)]
+    pub unsafe_stale_reads: bool,
 }
 
 impl Default for Config {
@@ -73,6 +77,7 @@ impl Default for Config {
             members: Vec::new(),
             replicas: 3,
             metrics_port: 0,
+            unsafe_stale_reads: false,
         }
     }
 }

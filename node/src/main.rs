@@ -86,6 +86,10 @@ struct ServerArgs {
     /// Port of the Prometheus endpoint (GET /metrics); 0: none.
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// UNSAFE, for testing the correctness harness only: serve reads from any replica without
+    /// confirming leadership, so reads can be stale.
+    #[arg(long, hide = true)]
+    unsafe_stale_reads: bool,
 }
 
 impl ServerArgs {
@@ -129,6 +133,10 @@ impl ServerArgs {
         }
         if let Some(port) = self.metrics_port {
             config.metrics_port = port;
+        }
+        if self.unsafe_stale_reads {
+            tracing::warn!("UNSAFE: --unsafe-stale-reads serves reads from any replica, unconfirmed: reads can be stale");
+            config.unsafe_stale_reads = true;
         }
         config.validate()?;
         Ok(config)

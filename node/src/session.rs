@@ -453,11 +453,6 @@ impl Session {
             // No single node can serve it: redirecting would send the client back and forth.
             return Some(CROSSSLOT.to_string());
         }
-        let leader = |g: u32| raft.leader_of(g).map(|(id, _)| id);
-        if groups.iter().any(|&g| leader(g) != leader(group)) {
-            // No single node can serve it: redirecting would send the client back and forth.
-            return Some(CROSSSLOT.to_string());
-        }
         let slot = slot_in_group(&self.server.db, spec, args, group);
         Some(match raft.leader_of(group) {
             Some((id, addr)) if id != raft.node_id() => format!("MOVED {slot} {}", addr.client),

@@ -51,6 +51,9 @@ pub struct GroupsConfig {
     pub snapshot_every: u64,
     /// Cut or slowed links between nodes: in-process tests only, None in a server.
     pub link_filter: Option<LinkFilter>,
+    /// UNSAFE, for proving the correctness harness can fail: serve reads of every group this
+    /// node replicates from its local state, leader or not, without confirming anything.
+    pub unsafe_stale_reads: bool,
 }
 
 /// Why the groups could not start.
@@ -79,6 +82,8 @@ pub struct Groups {
     /// Per group: this node is its only voter. No other node can ever lead it, so once it has
     /// applied its log, reads need no confirmation.
     sole_voter: Vec<bool>,
+    /// See `GroupsConfig::unsafe_stale_reads`.
+    unsafe_stale_reads: bool,
     store: Arc<LogDb>,
     registry: Registry,
     metrics: Arc<RaftMetrics>,
@@ -256,6 +261,7 @@ impl Groups {
             placement,
             rafts,
             sole_voter,
+            unsafe_stale_reads: config.unsafe_stale_reads,
             store,
             registry,
             metrics,
@@ -300,7 +306,7 @@ impl Groups {
     /// Returns true if reads of `group` are linearizable here without asking raft: this node
     /// is the group's only voter (and `start` waited for it to apply its log).
     pub fn reads_are_local(&self, group: GroupId) -> bool {
-        self.sole_voter[group as usize]
+        self.sole_voter[group as usize] || (self.unsafe_stale_reads && self.raft(group).is_some())
     }
 
     /// Returns true if this node currently leads `group` (as far as it knows: a read or write

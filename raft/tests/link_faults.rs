@@ -54,6 +54,7 @@ impl Cluster {
                 dir: dir.path().join(format!("node{id}")),
                 snapshot_every,
                 link_filter: Some(filter.clone()),
+                unsafe_stale_reads: false,
             };
             let groups = Groups::start(config, db.clone()).await.unwrap();
             nodes.push(Node { id, db, groups });

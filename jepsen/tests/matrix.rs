@@ -1,0 +1,113 @@
+//! The CI matrix: `jepsen test` for real (three nodes in network namespaces, needs root) with
+//! the register workload under each nemesis, every run valid; and the unsafe stale-read mode of
+//! the server reported invalid, which proves the whole chain (clients, history, checker) can
+//! fail.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Runs `jepsen test` and returns its exit code and output.
+fn jepsen_test(
+    nemesis: &str,
+    seed: u64,
+    time_limit: u64,
+    extra: &[&str],
+    out: &Path,
+) -> (Option<i32>, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_jepsen"))
+        .args(["test", "--nodes", "3", "--workload", "register"])
+        .args(["--nemesis", nemesis])
+        .args(["--time-limit", &time_limit.to_string()])
+        .args(["--seed", &seed.to_string()])
+        .args(["--groups", "8"])
+        .arg("--out")
+        .arg(out)
+        .args(extra)
+        .output()
+        .expect("run jepsen");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status.code(), text)
+}
+
+fn valid_under(nemesis: &str, seed: u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, output) = jepsen_test(nemesis, seed, 25, &[], dir.path());
+    println!("{output}");
+    assert_eq!(
+        code,
+        Some(0),
+        "register under {nemesis} is not a pass:\n{output}"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
+            .unwrap();
+    assert!(summary["ok"].as_u64().unwrap() > 100, "{summary}");
+    if nemesis != "none" {
+        assert!(
+            !summary["faults"].as_array().unwrap().is_empty(),
+            "no fault injected: {summary}"
+        );
+    }
+    for file in [
+        "history.edn",
+        "history.jsonl",
+        "verdict.txt",
+        "cluster/n1.log",
+    ] {
+        assert!(dir.path().join(file).is_file(), "{file} missing");
+    }
+    // The saved history re-checks to the same verdict.
+    let recheck = Command::new(env!("CARGO_BIN_EXE_jepsen"))
+        .args(["check", "--workload", "register"])
+        .arg(dir.path().join("history.edn"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        recheck.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&recheck.stdout)
+    );
+}
+
+#[test]
+fn register_without_faults_is_linearizable() {
+    valid_under("none", 1);
+}
+
+#[test]
+fn register_through_partitions_is_linearizable() {
+    valid_under("partition", 2);
+}
+
+#[test]
+fn register_through_kills_is_linearizable() {
+    valid_under("kill", 3);
+}
+
+#[test]
+fn register_through_pauses_is_linearizable() {
+    valid_under("pause", 4);
+}
+
+#[test]
+fn stale_reads_of_the_unsafe_mode_are_caught() {
+    let dir = tempfile::tempdir().unwrap();
+    let (code, output) = jepsen_test(
+        "none",
+        5,
+        15,
+        &["--server-arg=--unsafe-stale-reads"],
+        dir.path(),
+    );
+    assert_eq!(
+        code,
+        Some(1),
+        "the unsafe mode was not reported invalid:\n{output}"
+    );
+    assert!(output.contains("is not linearizable"), "{output}");
+}
