@@ -14,6 +14,8 @@ pub mod counter;
 pub mod edn;
 /// Events, operations and their outcomes.
 pub mod history;
+/// Ctrl-C and SIGTERM: stop early, clean up.
+pub mod interrupt;
 /// Jepsen's older text logs of a register.
 pub mod jepsen_log;
 /// The linearizability checker.

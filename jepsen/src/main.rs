@@ -89,6 +89,8 @@ enum Workload {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // A run interrupted by Ctrl-C still removes its processes, namespaces and rules.
+    jepsen::interrupt::install();
     let verdict = match cli.command {
         Command::Test {
             nodes,

@@ -17,6 +17,7 @@ use crate::client::Client;
 use crate::cluster::{Cluster, ClusterConfig};
 use crate::edn::event_line;
 use crate::history::{operations, Event, EventType, Value};
+use crate::interrupt;
 use crate::linearizable;
 use crate::model::Register;
 use crate::nemesis::{self, FaultKind};
@@ -124,7 +125,7 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
                 let mut process = worker as u64;
                 let mut client = Client::new(addrs[worker % addrs.len()]);
                 let mut last_seen = vec![None; keys];
-                while Instant::now() < deadline {
+                while Instant::now() < deadline && !interrupt::interrupted() {
                     let key = rng.random_range(0..keys);
                     let op = next_op(
                         &mut rng,
@@ -157,8 +158,8 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
     let mut rng = SmallRng::seed_from_u64(config.seed);
     let mut log = fs::File::create(config.out.join("nemesis.log"))?;
     if !config.nemeses.is_empty() {
-        while Instant::now() + Duration::from_secs(8) < deadline {
-            std::thread::sleep(Duration::from_secs(2));
+        while Instant::now() + Duration::from_secs(8) < deadline && !interrupt::interrupted() {
+            interrupt::sleep(Duration::from_secs(2));
             let kind = config.nemeses[rng.random_range(0..config.nemeses.len())];
             let start_ns = recorder.started.elapsed().as_nanos() as u64;
             let fault = match nemesis::install(&mut cluster, kind, &mut rng) {
@@ -170,7 +171,7 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
                 }
             };
             writeln!(log, "{start_ns} installed {fault}")?;
-            std::thread::sleep(Duration::from_secs(5));
+            interrupt::sleep(Duration::from_secs(5));
             let end_ns = recorder.started.elapsed().as_nanos() as u64;
             if let Err(e) = nemesis::heal(&mut cluster, &fault) {
                 writeln!(log, "{end_ns} heal {fault} failed: {e}")?;
@@ -187,6 +188,14 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
     }
     for worker in workers {
         let _ = worker.join();
+    }
+    if interrupt::interrupted() {
+        let events = std::mem::take(&mut *recorder.events.lock().expect("recorder lock"));
+        write_history(config, &events, &windows)?;
+        return Ok(Verdict::Unknown(format!(
+            "interrupted; the history so far is in {}",
+            config.out.display()
+        )));
     }
 
     // Everything healed: every key must serve a read and a write within 30 s.

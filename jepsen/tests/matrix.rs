@@ -95,6 +95,67 @@ fn register_through_pauses_is_linearizable() {
 }
 
 #[test]
+fn an_interrupted_run_stops_and_removes_its_namespaces() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_jepsen"))
+        .args([
+            "test",
+            "--nodes",
+            "3",
+            "--nemesis",
+            "partition",
+            "--time-limit",
+            "300",
+        ])
+        .args(["--groups", "8"])
+        .arg("--out")
+        .arg(dir.path())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let prefix = format!("aj{}n", child.id());
+    let namespaces = || {
+        let list = Command::new("ip").args(["netns", "list"]).output().unwrap();
+        String::from_utf8_lossy(&list.stdout)
+            .lines()
+            .filter(|l| l.starts_with(&prefix))
+            .count()
+    };
+    let started = std::time::Instant::now();
+    while namespaces() < 3 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "the run never set up"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    std::thread::sleep(std::time::Duration::from_secs(8));
+    // SAFETY: the pid is our child's, not yet reaped.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let stopped = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            stopped.elapsed() < std::time::Duration::from_secs(30),
+            "no exit after SIGINT"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "an interrupted run is not a verdict"
+    );
+    assert_eq!(namespaces(), 0, "namespaces left behind");
+    assert!(
+        dir.path().join("history.edn").is_file(),
+        "the history so far is kept"
+    );
+}
+
+#[test]
 fn stale_reads_of_the_unsafe_mode_are_caught() {
     let dir = tempfile::tempdir().unwrap();
     let (code, output) = jepsen_test(
