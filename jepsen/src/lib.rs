@@ -34,6 +34,8 @@ pub mod run;
 pub mod set;
 /// Checkers' conclusions and exit codes.
 pub mod verdict;
+/// The workloads `jepsen test` runs: register, set, counter.
+pub mod workload;
 
 pub use history::{operations, Event, EventType, Operation, Outcome, Value};
 pub use verdict::Verdict;

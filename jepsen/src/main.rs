@@ -30,7 +30,7 @@ enum Command {
     Test {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// The workload (register only so far).
+        /// The workload: register, set or counter.
         #[arg(long, value_enum, default_value = "register")]
         workload: Workload,
         /// Faults, comma-separated: partition, kill, pause; none for none.
@@ -104,8 +104,12 @@ fn main() -> ExitCode {
             groups,
             binary,
             server_arg,
-        } => test(workload, nemesis, binary, move |nemeses, binary| {
-            TestConfig {
+        } => test(
+            workload,
+            nemesis,
+            binary,
+            move |workload, nemeses, binary| TestConfig {
+                workload,
                 binary,
                 out,
                 nodes,
@@ -116,8 +120,8 @@ fn main() -> ExitCode {
                 concurrency,
                 keys,
                 server_args: server_arg,
-            }
-        })
+            },
+        )
         .unwrap_or_else(|e| Verdict::Unknown(format!("{e:#}"))),
         Command::Check {
             workload,
@@ -134,11 +138,14 @@ fn test(
     workload: Workload,
     nemesis: String,
     binary: Option<PathBuf>,
-    config: impl FnOnce(Vec<FaultKind>, PathBuf) -> TestConfig,
+    config: impl FnOnce(jepsen::workload::Workload, Vec<FaultKind>, PathBuf) -> TestConfig,
 ) -> anyhow::Result<Verdict> {
-    if !matches!(workload, Workload::Register) {
-        anyhow::bail!("jepsen test runs the register workload only so far");
-    }
+    let workload = match workload {
+        Workload::Register => jepsen::workload::Workload::Register,
+        Workload::Set => jepsen::workload::Workload::Set,
+        Workload::Counter => jepsen::workload::Workload::Counter,
+        Workload::Kv => anyhow::bail!("jepsen test runs register, set and counter"),
+    };
     let nemeses = nemesis
         .split(',')
         .map(str::trim)
@@ -149,7 +156,7 @@ fn test(
     let binary = binary
         .or_else(default_binary)
         .context("no autocache binary beside jepsen: build the workspace or pass --binary")?;
-    run::run(&config(nemeses, binary))
+    run::run(&config(workload, nemeses, binary))
 }
 
 fn check(workload: Workload, time_limit: Duration, file: &PathBuf) -> anyhow::Result<Verdict> {

@@ -8,6 +8,7 @@ use rand::Rng;
 
 use crate::client::{register_value, Client, Reply};
 use crate::history::Value;
+use crate::workload::Completion;
 
 /// One operation to perform.
 #[derive(Clone, Debug)]
@@ -34,15 +35,6 @@ impl RegisterOp {
             RegisterOp::Cas(from, to) => Value::List(vec![Value::Int(*from), Value::Int(*to)]),
         }
     }
-}
-
-/// How an operation completed, as a history records it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Completion {
-    Ok(Value),
-    /// Certainly no effect; `None` for a compare-and-set that found another value.
-    Fail(Option<String>),
-    Info(String),
 }
 
 /// The Redis key of register `key`.

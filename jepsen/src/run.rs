@@ -18,15 +18,14 @@ use crate::cluster::{Cluster, ClusterConfig};
 use crate::edn::event_line;
 use crate::history::{operations, Event, EventType, Value};
 use crate::interrupt;
-use crate::linearizable;
-use crate::model::Register;
 use crate::nemesis::{self, FaultKind};
-use crate::register_workload::{next_op, perform, Completion, RegisterOp};
 use crate::verdict::Verdict;
+use crate::workload::{Completion, Op, Workload};
 
 /// What to run.
 #[derive(Clone, Debug)]
 pub struct TestConfig {
+    pub workload: Workload,
     pub binary: PathBuf,
     pub out: PathBuf,
     pub nodes: usize,
@@ -42,6 +41,7 @@ pub struct TestConfig {
 
 /// The history being recorded, shared by the client threads.
 struct Recorder {
+    workload: Workload,
     started: Instant,
     events: Mutex<Vec<Event>>,
 }
@@ -51,7 +51,7 @@ impl Recorder {
         &self,
         process: u64,
         kind: EventType,
-        op: &RegisterOp,
+        op: &Op,
         key: usize,
         value: Value,
         error: Option<String>,
@@ -69,15 +69,9 @@ impl Recorder {
     }
 
     /// Performs one operation, recording its invocation and completion.
-    fn perform(
-        &self,
-        process: u64,
-        client: &mut Client,
-        key: usize,
-        op: &RegisterOp,
-    ) -> Completion {
+    fn perform(&self, process: u64, client: &mut Client, key: usize, op: &Op) -> Completion {
         self.record(process, EventType::Invoke, op, key, op.input(), None);
-        let completion = perform(client, key, op);
+        let completion = self.workload.perform(client, key, op);
         let (kind, value, error) = match &completion {
             Completion::Ok(value) => (EventType::Ok, value.clone(), None),
             Completion::Fail(error) => (EventType::Fail, op.input(), error.clone()),
@@ -107,6 +101,7 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
     })?;
     cluster.wait_ready(Duration::from_secs(60))?;
     let recorder = Arc::new(Recorder {
+        workload: config.workload,
         started: Instant::now(),
         events: Mutex::new(Vec::new()),
     });
@@ -120,6 +115,7 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
             let fresh = fresh.clone();
             let addrs = addrs.clone();
             let (keys, concurrency, seed) = (config.keys, config.concurrency as u64, config.seed);
+            let config_workload = config.workload;
             std::thread::spawn(move || {
                 let mut rng = SmallRng::seed_from_u64(seed.wrapping_mul(1_000_003) + worker as u64);
                 let mut process = worker as u64;
@@ -127,7 +123,7 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
                 let mut last_seen = vec![None; keys];
                 while Instant::now() < deadline && !interrupt::interrupted() {
                     let key = rng.random_range(0..keys);
-                    let op = next_op(
+                    let op = config_workload.next_op(
                         &mut rng,
                         &mut || fresh.fetch_add(1, Ordering::Relaxed),
                         last_seen[key],
@@ -204,8 +200,8 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
     let events = std::mem::take(&mut *recorder.events.lock().expect("recorder lock"));
     write_history(config, &events, &windows)?;
     let operations = operations(&events)?;
-    let verdict = linearizable::check(&Register, &operations, Duration::from_secs(120));
-    let kinds_ok = ["read", "write", "cas"].iter().all(|f| {
+    let verdict = config.workload.check(&operations, Duration::from_secs(120));
+    let kinds_ok = config.workload.kinds().iter().all(|f| {
         operations
             .iter()
             .any(|o| o.f == *f && matches!(o.outcome, crate::history::Outcome::Ok(_)))
@@ -255,18 +251,19 @@ fn final_reads_and_writes(
     let process = 1_000_000;
     let mut client = Client::new(cluster.client_addr(1));
     (0..config.keys).all(|key| {
-        [
-            RegisterOp::Write(fresh.fetch_add(1, Ordering::Relaxed)),
-            RegisterOp::Read,
-        ]
-        .iter()
-        .all(|op| loop {
-            match recorder.perform(process, &mut client, key, op) {
-                Completion::Ok(_) => break true,
-                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
-                _ => break false,
-            }
-        })
+        config
+            .workload
+            .final_ops(fresh.fetch_add(1, Ordering::Relaxed))
+            .iter()
+            .all(|op| loop {
+                match recorder.perform(process, &mut client, key, op) {
+                    Completion::Ok(_) => break true,
+                    _ if Instant::now() < deadline => {
+                        std::thread::sleep(Duration::from_millis(200))
+                    }
+                    _ => break false,
+                }
+            })
     })
 }
 

@@ -8,6 +8,7 @@ use std::process::Command;
 
 /// Runs `jepsen test` and returns its exit code and output.
 fn jepsen_test(
+    workload: &str,
     nemesis: &str,
     seed: u64,
     time_limit: u64,
@@ -15,7 +16,7 @@ fn jepsen_test(
     out: &Path,
 ) -> (Option<i32>, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_jepsen"))
-        .args(["test", "--nodes", "3", "--workload", "register"])
+        .args(["test", "--nodes", "3", "--workload", workload])
         .args(["--nemesis", nemesis])
         .args(["--time-limit", &time_limit.to_string()])
         .args(["--seed", &seed.to_string()])
@@ -34,8 +35,12 @@ fn jepsen_test(
 }
 
 fn valid_under(nemesis: &str, seed: u64) {
+    workload_valid_under("register", nemesis, seed);
+}
+
+fn workload_valid_under(workload: &str, nemesis: &str, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let (code, output) = jepsen_test(nemesis, seed, 25, &[], dir.path());
+    let (code, output) = jepsen_test(workload, nemesis, seed, 25, &[], dir.path());
     println!("{output}");
     assert_eq!(
         code,
@@ -62,7 +67,7 @@ fn valid_under(nemesis: &str, seed: u64) {
     }
     // The saved history re-checks to the same verdict.
     let recheck = Command::new(env!("CARGO_BIN_EXE_jepsen"))
-        .args(["check", "--workload", "register"])
+        .args(["check", "--workload", workload])
         .arg(dir.path().join("history.edn"))
         .output()
         .unwrap();
@@ -92,6 +97,16 @@ fn register_through_kills_is_linearizable() {
 #[test]
 fn register_through_pauses_is_linearizable() {
     valid_under("pause", 4);
+}
+
+#[test]
+fn set_through_partitions_and_kills_loses_no_element() {
+    workload_valid_under("set", "partition,kill", 6);
+}
+
+#[test]
+fn counter_through_partitions_and_kills_stays_within_bounds() {
+    workload_valid_under("counter", "partition,kill", 7);
 }
 
 #[test]
@@ -159,6 +174,7 @@ fn an_interrupted_run_stops_and_removes_its_namespaces() {
 fn stale_reads_of_the_unsafe_mode_are_caught() {
     let dir = tempfile::tempdir().unwrap();
     let (code, output) = jepsen_test(
+        "register",
         "none",
         5,
         15,
