@@ -39,7 +39,12 @@ pub struct ClusterConfig {
     pub groups: u32,
     /// More `autocache server` flags (the harness's own tests pass unsafe modes here).
     pub server_args: Vec<String>,
+    /// Run every node under libfaketime, so that its wall clock can be skewed.
+    pub faketime: bool,
 }
+
+/// libfaketime's thread-safe build, from Debian's `libfaketime` package.
+pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 struct Node {
     process: Option<Child>,
@@ -132,6 +137,19 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
+        if self.config.faketime {
+            let offset_file = self.clock_file(node);
+            if !offset_file.exists() {
+                self.set_clock_offset(node, 0)?;
+            }
+            // Only the wall clock is skewed, as on a real machine: the monotonic clock that
+            // timers and leases use is left alone.
+            command
+                .env("LD_PRELOAD", LIBFAKETIME)
+                .env("FAKETIME_TIMESTAMP_FILE", &offset_file)
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_CACHE_DURATION", "1");
+        }
         let child = command.spawn().map_err(|source| ClusterError::Io {
             what: format!("start node {node} ({binary})"),
             source,
@@ -141,6 +159,37 @@ impl Cluster {
             paused: false,
         };
         Ok(())
+    }
+
+    fn clock_file(&self, node: usize) -> PathBuf {
+        self.config.dir.join(format!("n{node}.faketime"))
+    }
+
+    /// Sets how far node `node`'s wall clock is from the host's (libfaketime reads the file
+    /// at most a second later).
+    pub fn set_clock_offset(&self, node: usize, seconds: i64) -> Result<(), ClusterError> {
+        let path = self.clock_file(node);
+        std::fs::write(&path, format!("{seconds:+}\n")).map_err(|source| ClusterError::Io {
+            what: format!("write {}", path.display()),
+            source,
+        })
+    }
+
+    /// How far node `node`'s clock is from the host's, as its TIME command shows, in seconds.
+    pub fn clock_offset(&self, node: usize) -> Option<i64> {
+        let client = redis::Client::open(format!("redis://{}/", self.client_addr(node))).ok()?;
+        let mut connection = client
+            .get_connection_with_timeout(Duration::from_secs(1))
+            .ok()?;
+        connection
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .ok()?;
+        let (seconds, _micros): (i64, i64) = redis::cmd("TIME").query(&mut connection).ok()?;
+        let host = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?
+            .as_secs() as i64;
+        Some(seconds - host)
     }
 
     /// The process id of node `node`, when it runs.

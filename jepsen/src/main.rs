@@ -33,7 +33,7 @@ enum Command {
         /// The workload: register, set or counter.
         #[arg(long, value_enum, default_value = "register")]
         workload: Workload,
-        /// Faults, comma-separated: partition, kill, pause; none for none.
+        /// Faults, comma-separated: partition, kill, pause, clock, loss; none for none.
         #[arg(long, default_value = "partition,kill")]
         nemesis: String,
         /// How long clients run, in seconds.

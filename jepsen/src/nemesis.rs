@@ -19,6 +19,10 @@ pub enum FaultKind {
     Kill,
     /// One node paused with SIGSTOP, resumed with SIGCONT when healed.
     Pause,
+    /// One node's wall clock skewed by up to a minute either way (libfaketime).
+    Clock,
+    /// Every node drops 20% of the packets other nodes send it (iptables statistic match).
+    Loss,
 }
 
 impl FromStr for FaultKind {
@@ -29,8 +33,10 @@ impl FromStr for FaultKind {
             "partition" => Ok(FaultKind::Partition),
             "kill" => Ok(FaultKind::Kill),
             "pause" => Ok(FaultKind::Pause),
+            "clock" => Ok(FaultKind::Clock),
+            "loss" => Ok(FaultKind::Loss),
             other => Err(format!(
-                "unknown nemesis {other:?} (partition, kill, pause, none)"
+                "unknown nemesis {other:?} (partition, kill, pause, clock, loss, none)"
             )),
         }
     }
@@ -42,6 +48,8 @@ impl fmt::Display for FaultKind {
             FaultKind::Partition => "partition",
             FaultKind::Kill => "kill",
             FaultKind::Pause => "pause",
+            FaultKind::Clock => "clock",
+            FaultKind::Loss => "loss",
         })
     }
 }
@@ -50,6 +58,8 @@ impl fmt::Display for FaultKind {
 #[derive(Clone, Debug)]
 pub struct Fault {
     pub kind: FaultKind,
+    /// The clock skew, in seconds.
+    pub offset: i64,
     /// The nodes it affects (one side of a partition, the killed or paused node).
     pub nodes: Vec<usize>,
     links: Vec<Link>,
@@ -58,7 +68,11 @@ pub struct Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nodes: Vec<String> = self.nodes.iter().map(|n| format!("n{n}")).collect();
-        write!(f, "{} {}", self.kind, nodes.join(","))
+        write!(f, "{} {}", self.kind, nodes.join(","))?;
+        if self.kind == FaultKind::Clock {
+            write!(f, " {:+}s", self.offset)?;
+        }
+        Ok(())
     }
 }
 
@@ -95,6 +109,7 @@ pub fn install(
             side.sort_unstable();
             Ok(Fault {
                 kind,
+                offset: 0,
                 nodes: side,
                 links,
             })
@@ -111,11 +126,66 @@ pub fn install(
             }
             Ok(Fault {
                 kind,
+                offset: 0,
                 nodes: vec![node],
                 links: Vec::new(),
             })
         }
+        FaultKind::Clock => {
+            let node = nodes[0];
+            let magnitude = rng.random_range(1..=60);
+            let offset = if rng.random_bool(0.5) {
+                magnitude
+            } else {
+                -magnitude
+            };
+            cluster
+                .set_clock_offset(node, offset)
+                .map_err(|e| e.to_string())?;
+            confirm_clock(cluster, node, offset)?;
+            Ok(Fault {
+                kind,
+                offset,
+                nodes: vec![node],
+                links: Vec::new(),
+            })
+        }
+        FaultKind::Loss => {
+            cluster.net().lose(0.2).map_err(|e| e.to_string())?;
+            for node in 1..=n {
+                if cluster
+                    .net()
+                    .rules(node)
+                    .map_err(|e| e.to_string())?
+                    .is_empty()
+                {
+                    return Err(format!("packet loss is not in force on n{node}"));
+                }
+            }
+            Ok(Fault {
+                kind,
+                offset: 0,
+                nodes: (1..=n).collect(),
+                links: Vec::new(),
+            })
+        }
     }
+}
+
+/// Waits until node `node`'s TIME shows `offset` (libfaketime re-reads its file every second).
+fn confirm_clock(cluster: &Cluster, node: usize, offset: i64) -> Result<(), String> {
+    let started = std::time::Instant::now();
+    let mut seen = None;
+    while started.elapsed() < std::time::Duration::from_secs(5) {
+        seen = cluster.clock_offset(node);
+        if seen.is_some_and(|s| (s - offset).abs() <= 1) {
+            return Ok(());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    Err(format!(
+        "n{node}'s clock is off by {seen:?} s, not {offset} s"
+    ))
 }
 
 /// Ends a fault and confirms it is gone.
@@ -146,6 +216,27 @@ pub fn heal(cluster: &mut Cluster, fault: &Fault) -> Result<(), String> {
             for &node in &fault.nodes {
                 if !cluster.resume(node) {
                     return Err(format!("could not resume n{node}"));
+                }
+            }
+        }
+        FaultKind::Clock => {
+            for &node in &fault.nodes {
+                cluster
+                    .set_clock_offset(node, 0)
+                    .map_err(|e| e.to_string())?;
+                confirm_clock(cluster, node, 0)?;
+            }
+        }
+        FaultKind::Loss => {
+            cluster.net().heal().map_err(|e| e.to_string())?;
+            for node in 1..=cluster.nodes() {
+                if !cluster
+                    .net()
+                    .rules(node)
+                    .map_err(|e| e.to_string())?
+                    .is_empty()
+                {
+                    return Err(format!("packet loss is still in force on n{node}"));
                 }
             }
         }

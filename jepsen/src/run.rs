@@ -14,7 +14,7 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use crate::client::Client;
-use crate::cluster::{Cluster, ClusterConfig};
+use crate::cluster::{Cluster, ClusterConfig, LIBFAKETIME};
 use crate::edn::event_line;
 use crate::history::{operations, Event, EventType, Value};
 use crate::interrupt;
@@ -92,12 +92,16 @@ struct Window {
 /// Runs the test; returns the verdict (and writes everything to `out`).
 pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
     fs::create_dir_all(&config.out).with_context(|| format!("create {}", config.out.display()))?;
+    if config.nemeses.contains(&FaultKind::Clock) && !std::path::Path::new(LIBFAKETIME).exists() {
+        anyhow::bail!("the clock nemesis needs {LIBFAKETIME} (Debian's libfaketime; scripts/setup.sh installs it)");
+    }
     let mut cluster = Cluster::start(ClusterConfig {
         binary: config.binary.clone(),
         dir: config.out.join("cluster"),
         nodes: config.nodes,
         groups: config.groups,
         server_args: config.server_args.clone(),
+        faketime: config.nemeses.contains(&FaultKind::Clock),
     })?;
     cluster.wait_ready(Duration::from_secs(60))?;
     let recorder = Arc::new(Recorder {

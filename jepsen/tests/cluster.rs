@@ -59,6 +59,7 @@ fn a_cluster_in_namespaces_survives_a_partition_and_a_kill() {
         nodes: 3,
         groups: 4,
         server_args: Vec::new(),
+        faketime: false,
     })
     .unwrap();
     cluster.wait_ready(Duration::from_secs(60)).unwrap();

@@ -100,6 +100,11 @@ fn register_through_pauses_is_linearizable() {
 }
 
 #[test]
+fn register_through_clock_skew_is_linearizable() {
+    valid_under("clock", 8);
+}
+
+#[test]
 fn set_through_partitions_and_kills_loses_no_element() {
     workload_valid_under("set", "partition,kill", 6);
 }
