@@ -20,6 +20,8 @@ pub mod interrupt;
 pub mod jepsen_log;
 /// The linearizability checker.
 pub mod linearizable;
+/// The Elle-style checker of list-append transactions.
+pub mod list_append;
 /// Sequential specifications: register, append-only strings.
 pub mod model;
 /// Faults: partitions, kills, pauses.

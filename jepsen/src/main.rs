@@ -14,7 +14,7 @@ use jepsen::cluster::default_binary;
 use jepsen::model::{AppendString, Register};
 use jepsen::nemesis::FaultKind;
 use jepsen::run::{self, TestConfig};
-use jepsen::{counter, edn, jepsen_log, linearizable, operations, set, Verdict};
+use jepsen::{counter, edn, jepsen_log, linearizable, list_append, operations, set, Verdict};
 
 #[derive(Parser)]
 #[command(name = "jepsen", about = "AutoCache's correctness harness")]
@@ -85,6 +85,9 @@ enum Workload {
     Set,
     /// Add of deltas and read, per key.
     Counter,
+    /// Transactions of appends to and reads of lists (Elle's list-append), checked for
+    /// dependency cycles (G0, G1c, G-single, G2), aborted and intermediate reads, lost appends.
+    ListAppend,
 }
 
 fn main() -> ExitCode {
@@ -144,7 +147,9 @@ fn test(
         Workload::Register => jepsen::workload::Workload::Register,
         Workload::Set => jepsen::workload::Workload::Set,
         Workload::Counter => jepsen::workload::Workload::Counter,
-        Workload::Kv => anyhow::bail!("jepsen test runs register, set and counter"),
+        Workload::Kv | Workload::ListAppend => {
+            anyhow::bail!("jepsen test runs register, set and counter so far")
+        }
     };
     let nemeses = nemesis
         .split(',')
@@ -172,5 +177,6 @@ fn check(workload: Workload, time_limit: Duration, file: &PathBuf) -> anyhow::Re
         Workload::Kv => linearizable::check(&AppendString, &operations, time_limit),
         Workload::Set => set::check(&operations),
         Workload::Counter => counter::check(&operations),
+        Workload::ListAppend => list_append::check(&operations),
     })
 }
