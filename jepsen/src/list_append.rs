@@ -191,7 +191,20 @@ pub fn anomalies(operations: &[Operation]) -> Result<BTreeMap<String, Vec<String
             }
         }
     }
-    for (t, txn) in txns.iter().enumerate() {
+    // Lost appends: each key's reads, once, with what they saw.
+    let mut readers: HashMap<i64, Vec<KeyRead>> = HashMap::new();
+    for reader in txns.iter().filter(|r| r.committed) {
+        for micro in &reader.micros {
+            if let Micro::Read(k, Some(read)) = micro {
+                readers.entry(*k).or_default().push((
+                    reader.operation.invoked,
+                    reader.operation,
+                    read.iter().copied().collect(),
+                ));
+            }
+        }
+    }
+    for txn in &txns {
         if !matches!(txn.operation.outcome, Outcome::Ok(_)) {
             continue;
         }
@@ -200,22 +213,12 @@ pub fn anomalies(operations: &[Operation]) -> Result<BTreeMap<String, Vec<String
         };
         for micro in &txn.micros {
             let Micro::Append(k, v) = micro else { continue };
-            for reader in txns
-                .iter()
-                .filter(|r| r.committed && r.operation.invoked > done)
-            {
-                for m in &reader.micros {
-                    if let Micro::Read(rk, Some(read)) = m {
-                        if rk == k && !read.contains(v) {
-                            report(
-                                "lost-append",
-                                format!(
-                                    "{k}:{v} of {} missing from {}",
-                                    txns[t].operation, reader.operation
-                                ),
-                            );
-                        }
-                    }
+            for (invoked, reader, seen) in readers.get(k).into_iter().flatten() {
+                if *invoked > done && !seen.contains(v) {
+                    report(
+                        "lost-append",
+                        format!("{k}:{v} of {} missing from {reader}", txn.operation),
+                    );
                 }
             }
         }
@@ -291,6 +294,9 @@ pub fn anomalies(operations: &[Operation]) -> Result<BTreeMap<String, Vec<String
     }
     Ok(found)
 }
+
+/// A read of one key: when its transaction began, the transaction, and what it saw.
+type KeyRead<'a> = (usize, &'a Operation, HashSet<i64>);
 
 fn appends_to(micros: &[Micro], key: i64) -> Vec<i64> {
     micros

@@ -30,7 +30,7 @@ enum Command {
     Test {
         #[arg(long, default_value_t = 3)]
         nodes: usize,
-        /// The workload: register, set or counter.
+        /// The workload: register, set, counter or list-append.
         #[arg(long, value_enum, default_value = "register")]
         workload: Workload,
         /// Faults, comma-separated: partition, kill, pause, clock, loss; none for none.
@@ -147,9 +147,8 @@ fn test(
         Workload::Register => jepsen::workload::Workload::Register,
         Workload::Set => jepsen::workload::Workload::Set,
         Workload::Counter => jepsen::workload::Workload::Counter,
-        Workload::Kv | Workload::ListAppend => {
-            anyhow::bail!("jepsen test runs register, set and counter so far")
-        }
+        Workload::ListAppend => jepsen::workload::Workload::ListAppend,
+        Workload::Kv => anyhow::bail!("jepsen test runs register, set, counter and list-append"),
     };
     let nemeses = nemesis
         .split(',')

@@ -130,6 +130,8 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
                     let op = config_workload.next_op(
                         &mut rng,
                         &mut || fresh.fetch_add(1, Ordering::Relaxed),
+                        key,
+                        keys,
                         last_seen[key],
                     );
                     match recorder.perform(process, &mut client, key, &op) {
@@ -257,7 +259,7 @@ fn final_reads_and_writes(
     (0..config.keys).all(|key| {
         config
             .workload
-            .final_ops(fresh.fetch_add(1, Ordering::Relaxed))
+            .final_ops(key, fresh.fetch_add(1, Ordering::Relaxed))
             .iter()
             .all(|op| loop {
                 match recorder.perform(process, &mut client, key, op) {

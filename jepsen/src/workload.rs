@@ -10,7 +10,7 @@ use crate::history::{Operation, Value};
 use crate::model::Register;
 use crate::register_workload::{self, RegisterOp};
 use crate::verdict::Verdict;
-use crate::{counter, linearizable, set};
+use crate::{counter, linearizable, list_append, set};
 
 /// A workload `jepsen test` can run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +21,20 @@ pub enum Workload {
     Set,
     /// INCRBY and GET: every read within its bounds.
     Counter,
+    /// MULTI, RPUSH and LRANGE over a few keys sharing a hash tag, EXEC: Elle's list-append.
+    ListAppend,
 }
+
+/// One micro-operation of a list-append transaction: append `v` to list `k`, or read list `k`.
+#[derive(Clone, Copy, Debug)]
+pub enum ListMicro {
+    Append(usize, i64),
+    Read(usize),
+}
+
+/// Keys of the list-append workload come in groups of this many sharing a hash tag, so that a
+/// transaction over them stays in one slot (and one raft group).
+const LISTS_PER_TAG: usize = 4;
 
 /// One operation of any workload.
 #[derive(Clone, Debug)]
@@ -35,6 +48,8 @@ pub enum Op {
     Increment(i64),
     /// GET of a counter.
     ReadCounter,
+    /// A list-append transaction.
+    Txn(Vec<ListMicro>),
 }
 
 /// How an operation completed, as a history records it.
@@ -53,6 +68,7 @@ impl Op {
             Op::Register(op) => op.f(),
             Op::AddElement(_) | Op::Increment(_) => "add",
             Op::ReadSet | Op::ReadCounter => "read",
+            Op::Txn(_) => "txn",
         }
     }
 
@@ -62,6 +78,23 @@ impl Op {
             Op::Register(op) => op.input(),
             Op::AddElement(v) | Op::Increment(v) => Value::Int(*v),
             Op::ReadSet | Op::ReadCounter => Value::Nil,
+            Op::Txn(micros) => Value::List(
+                micros
+                    .iter()
+                    .map(|m| match m {
+                        ListMicro::Append(k, v) => Value::List(vec![
+                            Value::Keyword("append".into()),
+                            Value::Int(*k as i64),
+                            Value::Int(*v),
+                        ]),
+                        ListMicro::Read(k) => Value::List(vec![
+                            Value::Keyword("r".into()),
+                            Value::Int(*k as i64),
+                            Value::Nil,
+                        ]),
+                    })
+                    .collect(),
+            ),
         }
     }
 }
@@ -72,6 +105,7 @@ impl Workload {
         match self {
             Workload::Register => &["read", "write", "cas"],
             Workload::Set | Workload::Counter => &["add", "read"],
+            Workload::ListAppend => &["txn"],
         }
     }
 
@@ -80,6 +114,8 @@ impl Workload {
         self,
         rng: &mut SmallRng,
         fresh: &mut impl FnMut() -> i64,
+        key: usize,
+        keys: usize,
         last_seen: Option<i64>,
     ) -> Op {
         match self {
@@ -92,11 +128,26 @@ impl Workload {
                 0..6 => Op::Increment(rng.random_range(1..=5)),
                 _ => Op::ReadCounter,
             },
+            Workload::ListAppend => {
+                let first = key / LISTS_PER_TAG * LISTS_PER_TAG;
+                let tagged = first..(first + LISTS_PER_TAG).min(keys);
+                let micros = (0..rng.random_range(1..=4))
+                    .map(|_| {
+                        let k = rng.random_range(tagged.clone());
+                        if rng.random_bool(0.5) {
+                            ListMicro::Append(k, fresh())
+                        } else {
+                            ListMicro::Read(k)
+                        }
+                    })
+                    .collect();
+                Op::Txn(micros)
+            }
         }
     }
 
     /// A write and a read, which every key must serve once the faults are healed.
-    pub fn final_ops(self, fresh: i64) -> [Op; 2] {
+    pub fn final_ops(self, key: usize, fresh: i64) -> [Op; 2] {
         match self {
             Workload::Register => [
                 Op::Register(RegisterOp::Write(fresh)),
@@ -104,6 +155,10 @@ impl Workload {
             ],
             Workload::Set => [Op::AddElement(fresh), Op::ReadSet],
             Workload::Counter => [Op::Increment(1), Op::ReadCounter],
+            Workload::ListAppend => [
+                Op::Txn(vec![ListMicro::Append(key, fresh)]),
+                Op::Txn(vec![ListMicro::Read(key)]),
+            ],
         }
     }
 
@@ -142,6 +197,7 @@ impl Workload {
                 let reply = client.send(&mut at, true, redis::cmd("GET").arg(counter_key(key)));
                 simple(reply, &|value| crate::client::register_value(&value))
             }
+            Op::Txn(micros) => transaction(client, at, micros),
         }
     }
 
@@ -151,6 +207,7 @@ impl Workload {
             Workload::Register => linearizable::check(&Register, operations, time_limit),
             Workload::Set => set::check(operations),
             Workload::Counter => counter::check(operations),
+            Workload::ListAppend => list_append::check(operations),
         }
     }
 }
@@ -175,4 +232,83 @@ fn members(value: redis::Value) -> Result<Value, String> {
         .collect::<Result<_, _>>()?;
     elements.sort();
     Ok(Value::List(elements))
+}
+
+fn list_key(key: usize) -> String {
+    format!("jepsen-l{{{}}}{key}", key / LISTS_PER_TAG)
+}
+
+/// MULTI, RPUSH / LRANGE for each micro-operation, EXEC, on the node that answers the first
+/// key (redirected there by a MOVED to MULTI's first command, which applied nothing).
+fn transaction(
+    client: &mut Client,
+    mut at: std::net::SocketAddrV4,
+    micros: &[ListMicro],
+) -> Completion {
+    let Some(first) = micros.first() else {
+        return Completion::Ok(Value::List(Vec::new()));
+    };
+    let first_key = match first {
+        ListMicro::Append(k, _) | ListMicro::Read(k) => *k,
+    };
+    // Find the key's leader with a read that has no effect.
+    if let Reply::Fail(e) =
+        client.send(&mut at, true, redis::cmd("EXISTS").arg(list_key(first_key)))
+    {
+        return Completion::Fail(Some(e));
+    }
+    let mut pipeline = redis::pipe();
+    pipeline.cmd("MULTI");
+    for micro in micros {
+        match micro {
+            ListMicro::Append(k, v) => pipeline.cmd("RPUSH").arg(list_key(*k)).arg(*v),
+            ListMicro::Read(k) => pipeline.cmd("LRANGE").arg(list_key(*k)).arg(0).arg(-1),
+        };
+    }
+    pipeline.cmd("EXEC");
+    let replies = match client.send_pipeline(at, &pipeline) {
+        Reply::Ok(redis::Value::Array(replies)) => replies,
+        Reply::Ok(other) => return Completion::Info(format!("the transaction answered {other:?}")),
+        Reply::Fail(e) => return Completion::Fail(Some(e)),
+        Reply::Unknown(e) => return Completion::Info(e),
+    };
+    let results = match replies.last() {
+        Some(redis::Value::Array(results)) if results.len() == micros.len() => results,
+        other => return Completion::Info(format!("EXEC answered {other:?}")),
+    };
+    let mut completed = Vec::with_capacity(micros.len());
+    for (micro, result) in micros.iter().zip(results) {
+        completed.push(match micro {
+            ListMicro::Append(k, v) => Value::List(vec![
+                Value::Keyword("append".into()),
+                Value::Int(*k as i64),
+                Value::Int(*v),
+            ]),
+            ListMicro::Read(k) => {
+                let list = match members_in_order(result) {
+                    Ok(list) => list,
+                    Err(e) => return Completion::Info(e),
+                };
+                Value::List(vec![
+                    Value::Keyword("r".into()),
+                    Value::Int(*k as i64),
+                    list,
+                ])
+            }
+        });
+    }
+    Completion::Ok(Value::List(completed))
+}
+
+/// LRANGE's reply as a list of integers, in order.
+fn members_in_order(value: &redis::Value) -> Result<Value, String> {
+    match value {
+        redis::Value::Array(items) => Ok(Value::List(
+            items
+                .iter()
+                .map(crate::client::register_value)
+                .collect::<Result<_, _>>()?,
+        )),
+        other => Err(format!("LRANGE answered {other:?}")),
+    }
 }

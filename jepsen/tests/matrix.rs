@@ -115,6 +115,11 @@ fn counter_through_partitions_and_kills_stays_within_bounds() {
 }
 
 #[test]
+fn list_append_through_partitions_and_kills_has_no_anomaly() {
+    workload_valid_under("list-append", "partition,kill", 9);
+}
+
+#[test]
 fn an_interrupted_run_stops_and_removes_its_namespaces() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_jepsen"))
