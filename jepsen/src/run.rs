@@ -257,19 +257,19 @@ fn final_reads_and_writes(
     let process = 1_000_000;
     let mut client = Client::new(cluster.client_addr(1));
     (0..config.keys).all(|key| {
-        config
-            .workload
-            .final_ops(key, fresh.fetch_add(1, Ordering::Relaxed))
-            .iter()
-            .all(|op| loop {
-                match recorder.perform(process, &mut client, key, op) {
-                    Completion::Ok(_) => break true,
-                    _ if Instant::now() < deadline => {
-                        std::thread::sleep(Duration::from_millis(200))
-                    }
-                    _ => break false,
-                }
-            })
+        // The write, then the read; each attempt with a fresh value, since a retried write
+        // whose first attempt ended unknown may have applied too.
+        (0..2).all(|step| loop {
+            let [write, read] = config
+                .workload
+                .final_ops(key, fresh.fetch_add(1, Ordering::Relaxed));
+            let op = if step == 0 { write } else { read };
+            match recorder.perform(process, &mut client, key, &op) {
+                Completion::Ok(_) => break true,
+                _ if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(200)),
+                _ => break false,
+            }
+        })
     })
 }
 
