@@ -111,23 +111,8 @@ pub fn bad_reads(operations: &[Operation]) -> Result<Vec<BadRead>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{operations, Event, EventType};
-
-    fn history(lines: &[(u64, EventType, &str, Value)]) -> Vec<Operation> {
-        let events: Vec<Event> = lines
-            .iter()
-            .map(|(process, kind, f, value)| Event {
-                process: *process,
-                kind: *kind,
-                f: f.to_string(),
-                key: None,
-                value: value.clone(),
-                time: None,
-                error: None,
-            })
-            .collect();
-        operations(&events).unwrap()
-    }
+    use crate::history::test_history as history;
+    use crate::history::EventType;
 
     use EventType::{Fail, Info, Invoke, Ok as Done};
     use Value::{Int, Nil};

@@ -212,6 +212,24 @@ pub fn operations(events: &[Event]) -> Result<Vec<Operation>, HistoryError> {
     Ok(operations)
 }
 
+/// Operations from `(process, type, f, value)` lines, for checkers' unit tests.
+#[cfg(test)]
+pub(crate) fn test_history(lines: &[(u64, EventType, &str, Value)]) -> Vec<Operation> {
+    let events: Vec<Event> = lines
+        .iter()
+        .map(|(process, kind, f, value)| Event {
+            process: *process,
+            kind: *kind,
+            f: f.to_string(),
+            key: None,
+            value: value.clone(),
+            time: None,
+            error: None,
+        })
+        .collect();
+    operations(&events).expect("a well-formed test history")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -320,24 +320,9 @@ fn explain<S: std::fmt::Debug>(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{operations, Event, EventType, Value};
+    use crate::history::test_history as history;
+    use crate::history::{EventType, Value};
     use crate::model::Register;
-
-    fn history(lines: &[(u64, EventType, &str, Value)]) -> Vec<Operation> {
-        let events: Vec<Event> = lines
-            .iter()
-            .map(|(process, kind, f, value)| Event {
-                process: *process,
-                kind: *kind,
-                f: f.to_string(),
-                key: None,
-                value: value.clone(),
-                time: None,
-                error: None,
-            })
-            .collect();
-        operations(&events).unwrap()
-    }
 
     use EventType::{Info, Invoke, Ok as Done};
     use Value::{Int, Nil};

@@ -162,23 +162,8 @@ fn earliest(a: Option<usize>, b: Option<usize>) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::history::{operations, Event, EventType};
-
-    fn history(lines: &[(u64, EventType, &str, Value)]) -> Vec<Operation> {
-        let events: Vec<Event> = lines
-            .iter()
-            .map(|(process, kind, f, value)| Event {
-                process: *process,
-                kind: *kind,
-                f: f.to_string(),
-                key: None,
-                value: value.clone(),
-                time: None,
-                error: None,
-            })
-            .collect();
-        operations(&events).unwrap()
-    }
+    use crate::history::test_history as history;
+    use crate::history::EventType;
 
     fn set(items: &[i64]) -> Value {
         Value::List(items.iter().map(|&i| Value::Int(i)).collect())

@@ -227,12 +227,7 @@ pub(crate) fn run(db: &DB, counters: &Counters, queue: &LogQueue) {
 /// Writes `ops` in order as one batch (fsynced if any of them must be durable); returns
 /// whether it was fsynced.
 fn write(db: &DB, ops: &[LogOp]) -> Result<bool, String> {
-    let logs = db
-        .cf_handle(CF_LOGS)
-        .expect("column family created at open");
-    let meta = db
-        .cf_handle(CF_META)
-        .expect("column family created at open");
+    let (logs, meta) = families(db);
     let mut batch = WriteBatch::default();
     let mut sync = false;
     for op in ops {
@@ -282,18 +277,19 @@ fn write(db: &DB, ops: &[LogOp]) -> Result<bool, String> {
     Ok(sync)
 }
 
+/// The log and meta column families.
+fn families(db: &DB) -> (&rocksdb::ColumnFamily, &rocksdb::ColumnFamily) {
+    let family = |name| db.cf_handle(name).expect("column family created at open");
+    (family(CF_LOGS), family(CF_META))
+}
+
 /// Adds to `batch` the deletion of a group's entries up to `log_id` and the new purge point.
 ///
 /// Point deletes of the entries that exist, not a range delete: openraft purges a few entries
 /// at a time, and every range tombstone in the memtable is paid for again by each new iterator
 /// (every log read), which slowed writes tenfold over a few minutes.
 fn purge(db: &DB, batch: &mut WriteBatch, group: GroupId, log_id: &LogId) -> io::Result<()> {
-    let logs = db
-        .cf_handle(CF_LOGS)
-        .expect("column family created at open");
-    let meta = db
-        .cf_handle(CF_META)
-        .expect("column family created at open");
+    let (logs, meta) = families(db);
     let previous: Option<LogId> = match db
         .get_cf(meta, meta_key(group, META_PURGED))
         .map_err(|e| io::Error::other(e.to_string()))?
