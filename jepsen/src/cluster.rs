@@ -2,7 +2,7 @@
 //! data on disk, which the harness kills, pauses and restarts.
 
 use std::fs::{File, OpenOptions};
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
@@ -161,17 +161,26 @@ impl Cluster {
         Ok(())
     }
 
-    fn clock_file(&self, node: usize) -> PathBuf {
+    /// The file node `node`'s libfaketime reads its clock offset from.
+    pub fn clock_file(&self, node: usize) -> PathBuf {
         self.config.dir.join(format!("n{node}.faketime"))
     }
 
     /// Sets how far node `node`'s wall clock is from the host's (libfaketime reads the file
     /// at most a second later).
     pub fn set_clock_offset(&self, node: usize, seconds: i64) -> Result<(), ClusterError> {
-        let path = self.clock_file(node);
-        std::fs::write(&path, format!("{seconds:+}\n")).map_err(|source| ClusterError::Io {
-            what: format!("write {}", path.display()),
-            source,
+        write_clock_offset(&self.clock_file(node), seconds)
+    }
+
+    /// The node that leads the slot group of `slot`, as the first running node that answers
+    /// CLUSTER SLOTS says.
+    pub fn leader_of_slot(&mut self, slot: u16) -> Option<usize> {
+        let answering: Vec<usize> = (1..=self.config.nodes)
+            .filter(|&node| self.is_running(node) && !self.nodes[node - 1].paused)
+            .collect();
+        answering.into_iter().find_map(|node| {
+            let leader = slot_leader(self.client_addr(node), slot).ok()??;
+            (1..=self.config.nodes).find(|&n| self.net.ip(n) == leader)
         })
     }
 
@@ -299,6 +308,44 @@ fn open_log(path: &Path) -> Result<File, ClusterError> {
             what: format!("open {}", path.display()),
             source,
         })
+}
+
+/// Writes the clock offset libfaketime reads from `path`.
+pub fn write_clock_offset(path: &Path, seconds: i64) -> Result<(), ClusterError> {
+    std::fs::write(path, format!("{seconds:+}\n")).map_err(|source| ClusterError::Io {
+        what: format!("write {}", path.display()),
+        source,
+    })
+}
+
+/// The address of the node `addr`'s CLUSTER SLOTS names as serving `slot`.
+fn slot_leader(addr: SocketAddrV4, slot: u16) -> redis::RedisResult<Option<Ipv4Addr>> {
+    let client = redis::Client::open(format!("redis://{addr}/"))?;
+    let mut connection = client.get_connection_with_timeout(Duration::from_secs(1))?;
+    connection.set_read_timeout(Some(Duration::from_secs(1)))?;
+    // [[start, end, [ip, port, id], replicas...], ...]
+    let ranges: Vec<Vec<redis::Value>> =
+        redis::cmd("CLUSTER").arg("SLOTS").query(&mut connection)?;
+    for range in ranges {
+        let [start, end, master, ..] = range.as_slice() else {
+            continue;
+        };
+        let (redis::Value::Int(start), redis::Value::Int(end)) = (start, end) else {
+            continue;
+        };
+        if !(*start..=*end).contains(&i64::from(slot)) {
+            continue;
+        }
+        let redis::Value::Array(master) = master else {
+            return Ok(None);
+        };
+        let ip = match master.first() {
+            Some(redis::Value::BulkString(ip)) => std::str::from_utf8(ip).ok(),
+            _ => None,
+        };
+        return Ok(ip.and_then(|ip| ip.parse().ok()));
+    }
+    Ok(None)
 }
 
 /// A node's CLUSTER INFO.

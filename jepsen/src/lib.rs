@@ -24,16 +24,20 @@ pub mod linearizable;
 pub mod list_append;
 /// Sequential specifications: register, append-only strings.
 pub mod model;
-/// Faults: partitions, kills, pauses.
+/// Faults: partitions, kills, pauses, clocks, packet loss; the combined schedule.
 pub mod nemesis;
 /// Network namespaces, a bridge and iptables faults between nodes.
 pub mod net;
+/// The shapes of partitions: halves, an isolated node, a majorities ring, a bridge.
+pub mod partition;
 /// The register workload's operations.
 pub mod register_workload;
 /// One harness run, start to verdict.
 pub mod run;
 /// The set checker (lost, unexpected and never-read elements).
 pub mod set;
+/// A node's clock flipped between a skew and the true time.
+pub mod strobe;
 /// Checkers' conclusions and exit codes.
 pub mod verdict;
 /// The workloads `jepsen test` runs: register, set, counter.

@@ -33,7 +33,9 @@ enum Command {
         /// The workload: register, set, counter or list-append.
         #[arg(long, value_enum, default_value = "register")]
         workload: Workload,
-        /// Faults, comma-separated: partition, kill, pause, clock, loss; none for none.
+        /// Faults, comma-separated: partition, partition-leader, partition-ring,
+        /// partition-bridge, kill, kill-minority, kill-leader, kill-all, pause, pause-leader,
+        /// clock, clock-strobe, loss; all for every one (the combined schedule); none.
         #[arg(long, default_value = "partition,kill")]
         nemesis: String,
         /// How long clients run, in seconds.
@@ -150,13 +152,7 @@ fn test(
         Workload::ListAppend => jepsen::workload::Workload::ListAppend,
         Workload::Kv => anyhow::bail!("jepsen test runs register, set, counter and list-append"),
     };
-    let nemeses = nemesis
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty() && *n != "none")
-        .map(str::parse)
-        .collect::<Result<Vec<FaultKind>, String>>()
-        .map_err(anyhow::Error::msg)?;
+    let nemeses = FaultKind::parse_list(&nemesis).map_err(anyhow::Error::msg)?;
     let binary = binary
         .or_else(default_binary)
         .context("no autocache binary beside jepsen: build the workspace or pass --binary")?;

@@ -92,7 +92,8 @@ struct Window {
 /// Runs the test; returns the verdict (and writes everything to `out`).
 pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
     fs::create_dir_all(&config.out).with_context(|| format!("create {}", config.out.display()))?;
-    if config.nemeses.contains(&FaultKind::Clock) && !std::path::Path::new(LIBFAKETIME).exists() {
+    let faketime = config.nemeses.iter().any(|k| k.needs_faketime());
+    if faketime && !std::path::Path::new(LIBFAKETIME).exists() {
         anyhow::bail!("the clock nemesis needs {LIBFAKETIME} (Debian's libfaketime; scripts/setup.sh installs it)");
     }
     let mut cluster = Cluster::start(ClusterConfig {
@@ -101,7 +102,7 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
         nodes: config.nodes,
         groups: config.groups,
         server_args: config.server_args.clone(),
-        faketime: config.nemeses.contains(&FaultKind::Clock),
+        faketime,
     })?;
     cluster.wait_ready(Duration::from_secs(60))?;
     let recorder = Arc::new(Recorder {
@@ -162,30 +163,46 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
     if !config.nemeses.is_empty() {
         while Instant::now() + Duration::from_secs(8) < deadline && !interrupt::interrupted() {
             interrupt::sleep(Duration::from_secs(2));
-            let kind = config.nemeses[rng.random_range(0..config.nemeses.len())];
             let start_ns = recorder.started.elapsed().as_nanos() as u64;
-            let fault = match nemesis::install(&mut cluster, kind, &mut rng) {
-                Ok(fault) => fault,
-                Err(e) => {
-                    writeln!(log, "{start_ns} install {kind} failed: {e}")?;
-                    faults_ok = false;
-                    break;
+            let mut faults = Vec::new();
+            for kind in nemesis::choose(&config.nemeses, &mut rng) {
+                match nemesis::install(&mut cluster, kind, &mut rng) {
+                    Ok(fault) => {
+                        writeln!(log, "{start_ns} installed {fault}")?;
+                        faults.push(fault);
+                    }
+                    Err(e) => {
+                        writeln!(log, "{start_ns} install {kind} failed: {e}")?;
+                        faults_ok = false;
+                        break;
+                    }
                 }
-            };
-            writeln!(log, "{start_ns} installed {fault}")?;
-            interrupt::sleep(Duration::from_secs(5));
-            let end_ns = recorder.started.elapsed().as_nanos() as u64;
-            if let Err(e) = nemesis::heal(&mut cluster, &fault) {
-                writeln!(log, "{end_ns} heal {fault} failed: {e}")?;
-                faults_ok = false;
-                break;
             }
-            writeln!(log, "{end_ns} healed {fault}")?;
+            if faults_ok {
+                interrupt::sleep(Duration::from_secs(5));
+            }
+            let end_ns = recorder.started.elapsed().as_nanos() as u64;
+            for fault in faults.iter_mut().rev() {
+                match nemesis::heal(&mut cluster, fault) {
+                    Ok(()) => writeln!(log, "{end_ns} healed {fault}")?,
+                    Err(e) => {
+                        writeln!(log, "{end_ns} heal {fault} failed: {e}")?;
+                        faults_ok = false;
+                    }
+                }
+            }
             windows.push(Window {
-                fault: fault.to_string(),
+                fault: faults
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(" + "),
                 start_ns,
                 end_ns,
             });
+            if !faults_ok {
+                break;
+            }
         }
     }
     for worker in workers {

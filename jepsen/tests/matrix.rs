@@ -1,7 +1,8 @@
 //! The CI matrix: `jepsen test` for real (three nodes in network namespaces, needs root) with
-//! the register workload under each nemesis, every run valid; and the unsafe stale-read mode of
-//! the server reported invalid, which proves the whole chain (clients, history, checker) can
-//! fail.
+//! the register and list-append workloads under each nemesis, the register under all of them
+//! combined, set and counter under partitions and kills, every run a pass; and the unsafe
+//! stale-read mode of the server reported invalid, which proves the whole chain (clients,
+//! history, checker) can fail.
 
 use std::path::Path;
 use std::process::Command;
@@ -45,7 +46,7 @@ fn workload_valid_under(workload: &str, nemesis: &str, seed: u64) {
     assert_eq!(
         code,
         Some(0),
-        "register under {nemesis} is not a pass:\n{output}"
+        "{workload} under {nemesis} is not a pass:\n{output}"
     );
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.path().join("summary.json")).unwrap())
@@ -115,8 +116,33 @@ fn counter_through_partitions_and_kills_stays_within_bounds() {
 }
 
 #[test]
-fn list_append_through_partitions_and_kills_has_no_anomaly() {
-    workload_valid_under("list-append", "partition,kill", 9);
+fn register_through_every_fault_combined_is_linearizable() {
+    valid_under("all", 10);
+}
+
+#[test]
+fn list_append_without_faults_has_no_anomaly() {
+    workload_valid_under("list-append", "none", 11);
+}
+
+#[test]
+fn list_append_through_partitions_has_no_anomaly() {
+    workload_valid_under("list-append", "partition", 9);
+}
+
+#[test]
+fn list_append_through_kills_has_no_anomaly() {
+    workload_valid_under("list-append", "kill", 12);
+}
+
+#[test]
+fn list_append_through_pauses_has_no_anomaly() {
+    workload_valid_under("list-append", "pause", 13);
+}
+
+#[test]
+fn list_append_through_clock_skew_has_no_anomaly() {
+    workload_valid_under("list-append", "clock", 14);
 }
 
 #[test]
