@@ -32,6 +32,8 @@ pub mod net;
 pub mod partition;
 /// The register workload's operations.
 pub mod register_workload;
+/// A run's HTML page: timeline, nemesis windows, throughput and latency.
+pub mod report;
 /// One harness run, start to verdict.
 pub mod run;
 /// The set checker (lost, unexpected and never-read elements).

@@ -19,6 +19,7 @@ use crate::edn::event_line;
 use crate::history::{operations, Event, EventType, Value};
 use crate::interrupt;
 use crate::nemesis::{self, FaultKind};
+use crate::report::{self, Window};
 use crate::verdict::Verdict;
 use crate::workload::{Completion, Op, Workload};
 
@@ -80,13 +81,6 @@ impl Recorder {
         self.record(process, kind, op, key, value, error);
         completion
     }
-}
-
-/// A nemesis window, for the report.
-struct Window {
-    fault: String,
-    start_ns: u64,
-    end_ns: u64,
 }
 
 /// Runs the test; returns the verdict (and writes everything to `out`).
@@ -211,10 +205,13 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
     if interrupt::interrupted() {
         let events = std::mem::take(&mut *recorder.events.lock().expect("recorder lock"));
         write_history(config, &events, &windows)?;
-        return Ok(Verdict::Unknown(format!(
+        let verdict = Verdict::Unknown(format!(
             "interrupted; the history so far is in {}",
             config.out.display()
-        )));
+        ));
+        let summary = serde_json::json!({ "interrupted": true, "seed": config.seed });
+        write_report(config, &events, &windows, &verdict, &summary)?;
+        return Ok(verdict);
     }
 
     // Everything healed: every key must serve a read and a write within 30 s.
@@ -248,13 +245,53 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
     )?;
     fs::write(config.out.join("verdict.txt"), format!("{verdict}\n"))?;
     println!("{}", serde_json::to_string_pretty(&summary)?);
-    Ok(match verdict {
+    let verdict = match verdict {
         Verdict::Valid if !(faults_ok && kinds_ok && final_ok) => Verdict::Unknown(format!(
             "the history is linearizable, but the run is not a pass: faults installed and healed: \
              {faults_ok}, every operation kind succeeded: {kinds_ok}, final read and write on every key: {final_ok}"
         )),
         verdict => verdict,
-    })
+    };
+    write_report(config, &events, &windows, &verdict, &summary)?;
+    Ok(verdict)
+}
+
+/// Writes `report.html`: the verdict, the timeline, throughput and latency.
+fn write_report(
+    config: &TestConfig,
+    events: &[Event],
+    windows: &[Window],
+    verdict: &Verdict,
+    summary: &serde_json::Value,
+) -> anyhow::Result<()> {
+    let title = format!(
+        "{} on {} nodes, nemesis {}, seed {}",
+        config.workload,
+        config.nodes,
+        if config.nemeses.is_empty() {
+            "none".to_string()
+        } else {
+            config
+                .nemeses
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        },
+        config.seed
+    );
+    let page = report::render(
+        &report::Header {
+            title: &title,
+            verdict: &verdict.to_string(),
+            summary,
+        },
+        events,
+        windows,
+        config.concurrency as u64,
+    );
+    fs::write(config.out.join("report.html"), page)?;
+    Ok(())
 }
 
 fn final_reads_and_writes(

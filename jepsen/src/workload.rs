@@ -25,6 +25,17 @@ pub enum Workload {
     ListAppend,
 }
 
+impl std::fmt::Display for Workload {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Workload::Register => "register",
+            Workload::Set => "set",
+            Workload::Counter => "counter",
+            Workload::ListAppend => "list-append",
+        })
+    }
+}
+
 /// One micro-operation of a list-append transaction: append `v` to list `k`, or read list `k`.
 #[derive(Clone, Copy, Debug)]
 pub enum ListMicro {

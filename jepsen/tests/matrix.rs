@@ -62,6 +62,7 @@ fn workload_valid_under(workload: &str, nemesis: &str, seed: u64) {
         "history.edn",
         "history.jsonl",
         "verdict.txt",
+        "report.html",
         "cluster/n1.log",
     ] {
         assert!(dir.path().join(file).is_file(), "{file} missing");
