@@ -18,6 +18,8 @@ pub mod history;
 pub mod interrupt;
 /// Jepsen's older text logs of a register.
 pub mod jepsen_log;
+/// Keys that retire after a number of operations, as Jepsen's independent keys do.
+pub mod key_rotation;
 /// The linearizability checker.
 pub mod linearizable;
 /// The Elle-style checker of list-append transactions.

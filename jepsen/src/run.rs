@@ -2,6 +2,7 @@
 //! everything, check that every key still serves a read and a write, record the history and
 //! check it.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -18,6 +19,7 @@ use crate::cluster::{Cluster, ClusterConfig, LIBFAKETIME};
 use crate::edn::event_line;
 use crate::history::{operations, Event, EventType, Value};
 use crate::interrupt;
+use crate::key_rotation::KeyRotation;
 use crate::nemesis::{self, FaultKind};
 use crate::report::{self, Window};
 use crate::verdict::Verdict;
@@ -85,6 +87,13 @@ impl Recorder {
 
 /// Runs the test; returns the verdict (and writes everything to `out`).
 pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
+    let together = config.workload.keys_retiring_together();
+    if config.keys == 0 || !config.keys.is_multiple_of(together) {
+        anyhow::bail!(
+            "--keys must be a positive multiple of {together} for {}",
+            config.workload
+        );
+    }
     fs::create_dir_all(&config.out).with_context(|| format!("create {}", config.out.display()))?;
     let faketime = config.nemeses.iter().any(|k| k.needs_faketime());
     if faketime && !std::path::Path::new(LIBFAKETIME).exists() {
@@ -106,12 +115,18 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
     });
     let deadline = Instant::now() + config.time_limit;
     let fresh = Arc::new(AtomicI64::new(1));
+    let rotation = Arc::new(KeyRotation::new(
+        config.keys,
+        config.workload.keys_retiring_together(),
+        config.workload.ops_per_key(),
+    ));
     let addrs: Vec<_> = (1..=config.nodes).map(|n| cluster.client_addr(n)).collect();
 
     let workers: Vec<_> = (0..config.concurrency)
         .map(|worker| {
             let recorder = recorder.clone();
             let fresh = fresh.clone();
+            let rotation = rotation.clone();
             let addrs = addrs.clone();
             let (keys, concurrency, seed) = (config.keys, config.concurrency as u64, config.seed);
             let config_workload = config.workload;
@@ -119,21 +134,22 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
                 let mut rng = SmallRng::seed_from_u64(seed.wrapping_mul(1_000_003) + worker as u64);
                 let mut process = worker as u64;
                 let mut client = Client::new(addrs[worker % addrs.len()]);
-                let mut last_seen = vec![None; keys];
+                let mut last_seen = HashMap::new();
                 while Instant::now() < deadline && !interrupt::interrupted() {
-                    let key = rng.random_range(0..keys);
+                    let key = rotation.next(rng.random_range(0..keys));
                     let op = config_workload.next_op(
                         &mut rng,
                         &mut || fresh.fetch_add(1, Ordering::Relaxed),
                         key,
-                        keys,
-                        last_seen[key],
+                        last_seen.get(&key).copied(),
                     );
                     match recorder.perform(process, &mut client, key, &op) {
-                        Completion::Ok(Value::Int(v)) => last_seen[key] = Some(v),
+                        Completion::Ok(Value::Int(v)) => {
+                            last_seen.insert(key, v);
+                        }
                         Completion::Ok(Value::List(pair)) => {
                             if let Some(Value::Int(v)) = pair.get(1) {
-                                last_seen[key] = Some(*v);
+                                last_seen.insert(key, *v);
                             }
                         }
                         // Jepsen's rule: a process whose operation's outcome is unknown is
@@ -215,7 +231,7 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
     }
 
     // Everything healed: every key must serve a read and a write within 30 s.
-    let final_ok = final_reads_and_writes(&mut cluster, &recorder, config, &fresh);
+    let final_ok = final_reads_and_writes(&mut cluster, &recorder, config, &fresh, rotation.used());
 
     let events = std::mem::take(&mut *recorder.events.lock().expect("recorder lock"));
     write_history(config, &events, &windows)?;
@@ -299,6 +315,7 @@ fn final_reads_and_writes(
     recorder: &Recorder,
     config: &TestConfig,
     fresh: &AtomicI64,
+    keys: std::ops::Range<usize>,
 ) -> bool {
     let _ = cluster.net().heal();
     for node in 1..=config.nodes {
@@ -310,7 +327,7 @@ fn final_reads_and_writes(
     let deadline = Instant::now() + Duration::from_secs(30);
     let process = 1_000_000;
     let mut client = Client::new(cluster.client_addr(1));
-    (0..config.keys).all(|key| {
+    keys.into_iter().all(|key| {
         // The write, then the read; each attempt with a fresh value, since a retried write
         // whose first attempt ended unknown may have applied too.
         (0..2).all(|step| loop {

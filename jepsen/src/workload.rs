@@ -111,6 +111,23 @@ impl Op {
 }
 
 impl Workload {
+    /// Operations on a key (for list-append, on the lists of one hash tag) before it retires
+    /// for a fresh one.
+    pub fn ops_per_key(self) -> u64 {
+        match self {
+            Workload::Register | Workload::Set | Workload::Counter => 400,
+            Workload::ListAppend => 200,
+        }
+    }
+
+    /// How many of the run's keys retire together: the lists one transaction may span.
+    pub fn keys_retiring_together(self) -> usize {
+        match self {
+            Workload::ListAppend => LISTS_PER_TAG,
+            _ => 1,
+        }
+    }
+
     /// The operation kinds that must each succeed at least once in a passing run.
     pub fn kinds(self) -> &'static [&'static str] {
         match self {
@@ -126,7 +143,6 @@ impl Workload {
         rng: &mut SmallRng,
         fresh: &mut impl FnMut() -> i64,
         key: usize,
-        keys: usize,
         last_seen: Option<i64>,
     ) -> Op {
         match self {
@@ -141,7 +157,7 @@ impl Workload {
             },
             Workload::ListAppend => {
                 let first = key / LISTS_PER_TAG * LISTS_PER_TAG;
-                let tagged = first..(first + LISTS_PER_TAG).min(keys);
+                let tagged = first..first + LISTS_PER_TAG;
                 let micros = (0..rng.random_range(1..=4))
                     .map(|_| {
                         let k = rng.random_range(tagged.clone());
