@@ -16,6 +16,8 @@ use std::time::{Duration, Instant};
 
 use hashbrown::HashSet;
 
+mod window;
+
 use crate::history::Operation;
 use crate::model::Model;
 use crate::verdict::Verdict;
@@ -57,8 +59,10 @@ pub fn check<M: Model>(model: &M, operations: &[Operation], time_limit: Duration
         searches.retain_mut(|(name, search)| match search.advance(SLICE) {
             Progress::Searching => true,
             Progress::Linearizable => false,
-            Progress::NotLinearizable(why) => {
-                refuted.get_or_insert(format!("{name} is not linearizable: {why}"));
+            Progress::NotLinearizable => {
+                if refuted.is_none() {
+                    refuted = Some(format!("{name} is not linearizable: {}", search.explain()));
+                }
                 false
             }
         });
@@ -72,7 +76,7 @@ pub fn check<M: Model>(model: &M, operations: &[Operation], time_limit: Duration
 enum Progress {
     Searching,
     Linearizable,
-    NotLinearizable(String),
+    NotLinearizable,
 }
 
 const NONE: usize = usize::MAX;
@@ -259,13 +263,7 @@ impl<'a, M: Model> Search<'a, M> {
                 self.furthest = Some((depth, index, self.state.clone()));
             }
             let Some((invocation, before)) = self.stack.pop() else {
-                let (depth, blocked, state) = self.furthest.take().expect("recorded just above");
-                return Progress::NotLinearizable(explain(
-                    &self.operations,
-                    depth,
-                    blocked,
-                    &state,
-                ));
+                return Progress::NotLinearizable;
             };
             self.state = before;
             self.linearized.set(events.operation[invocation], false);
@@ -277,6 +275,29 @@ impl<'a, M: Model> Search<'a, M> {
         } else {
             Progress::Searching
         }
+    }
+}
+
+impl<M: Model> Search<'_, M> {
+    /// Why a refuted history is not linearizable: where the search got furthest, and the
+    /// smallest window around that point that no order explains.
+    fn explain(&self) -> String {
+        let Some((depth, blocked, state)) = &self.furthest else {
+            return format!(
+                "no order of its {} operations is legal",
+                self.operations.len()
+            );
+        };
+        let mut why = explain(&self.operations, *depth, *blocked, state);
+        if let Some(stuck) = self.operations.get(*blocked) {
+            match window::smallest(self.model, &self.operations, stuck) {
+                Some(window) => {
+                    let _ = write!(why, "\n{window}");
+                }
+                None => why.push_str("\nNo smaller window was found that no order explains."),
+            }
+        }
+        why
     }
 }
 
@@ -383,6 +404,32 @@ mod tests {
             (1, Done, "read", Int(1)),
         ];
         assert!(matches!(verdict(&twice), Verdict::Invalid(_)));
+    }
+
+    #[test]
+    fn a_stale_read_late_in_a_long_history_is_shown_in_a_small_window() {
+        let mut lines = Vec::new();
+        for v in 1..=50 {
+            lines.push((0, Invoke, "write", Int(v)));
+            lines.push((0, Done, "write", Int(v)));
+        }
+        lines.push((1, Invoke, "read", Nil));
+        lines.push((1, Done, "read", Int(3)));
+        let Verdict::Invalid(why) = verdict(&lines) else {
+            panic!("a stale read passed");
+        };
+        assert!(
+            why.contains(
+                "The smallest window no order explains, from any state before it \
+                 (history events 99..102, 2 operations;"
+            ),
+            "{why}"
+        );
+        assert!(
+            why.contains("write 50 -> ok 50") && why.contains("read nil -> ok 3"),
+            "{why}"
+        );
+        assert!(!why.contains("write 49 "), "{why}");
     }
 
     #[test]

@@ -20,6 +20,13 @@ pub trait Model {
 
     /// The state after `step`, or None when `step` cannot happen in `state`.
     fn apply(&self, state: &Self::State, step: &Self::Step) -> Option<Self::State>;
+
+    /// Every state the object may be in once some of `operations` took effect (a superset
+    /// will do), for checking part of a history on its own; None when they cannot be listed.
+    fn states_after(&self, operations: &[&Operation]) -> Option<Vec<Self::State>> {
+        let _ = operations;
+        None
+    }
 }
 
 /// A register with read, write and compare-and-set (`:cas [expected new]`), initially nil.
@@ -82,6 +89,23 @@ impl Model for Register {
             }
             (f, _) => return Err(format!("a register has no operation {f}")),
         })
+    }
+
+    /// The initial nil and every value written or swapped in.
+    fn states_after(&self, operations: &[&Operation]) -> Option<Vec<Value>> {
+        let mut states = vec![Value::Nil];
+        for operation in operations {
+            match self.prepare(operation).ok()? {
+                Some(RegisterStep::Write(value)) => states.push(value),
+                Some(RegisterStep::Swapped { to, .. } | RegisterStep::MaybeSwapped { to, .. }) => {
+                    states.push(to)
+                }
+                _ => {}
+            }
+        }
+        let mut seen = std::collections::HashSet::new();
+        states.retain(|state| seen.insert(state.clone()));
+        Some(states)
     }
 
     fn apply(&self, state: &Value, step: &RegisterStep) -> Option<Value> {

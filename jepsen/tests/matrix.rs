@@ -224,4 +224,9 @@ fn stale_reads_of_the_unsafe_mode_are_caught() {
         "the unsafe mode was not reported invalid:\n{output}"
     );
     assert!(output.contains("is not linearizable"), "{output}");
+    assert!(
+        output.contains("The smallest window no order explains"),
+        "no window shown: {output}"
+    );
+    assert!(dir.path().join("report.html").is_file());
 }
