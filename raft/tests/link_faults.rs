@@ -1,6 +1,7 @@
 //! Three nodes in one process, talking gRPC over loopback through a link filter that cuts,
 //! slows and drops: elections, failover of a partitioned leader, a delayed follower, lossy
-//! links, and a follower that was cut off long enough to need a snapshot.
+//! links, a follower that was cut off long enough to need a snapshot, and a leader stopped and
+//! restarted from its disk.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,9 +20,12 @@ struct Node {
 }
 
 struct Cluster {
-    nodes: Vec<Node>,
+    /// None while stopped.
+    nodes: Vec<Option<Node>>,
     filter: LinkFilter,
-    _dir: tempfile::TempDir,
+    placement: Placement,
+    snapshot_every: u64,
+    dir: tempfile::TempDir,
 }
 
 fn free_addr() -> String {
@@ -43,31 +47,50 @@ impl Cluster {
                 (id, addr)
             })
             .collect();
-        let placement = Placement::new(members, 3).unwrap();
-        let mut nodes = Vec::new();
-        for id in 1..=3 {
-            let db = Arc::new(Db::new(1));
-            let config = GroupsConfig {
-                node_id: id,
-                placement: placement.clone(),
-                groups: 1,
-                dir: dir.path().join(format!("node{id}")),
-                snapshot_every,
-                link_filter: Some(filter.clone()),
-                unsafe_stale_reads: false,
-            };
-            let groups = Groups::start(config, db.clone()).await.unwrap();
-            nodes.push(Node { id, db, groups });
-        }
-        Cluster {
-            nodes,
+        let mut cluster = Cluster {
+            nodes: Vec::new(),
             filter,
-            _dir: dir,
+            placement: Placement::new(members, 3).unwrap(),
+            snapshot_every,
+            dir,
+        };
+        for id in 1..=3 {
+            let node = cluster.start_node(id).await;
+            cluster.nodes.push(Some(node));
         }
+        cluster
+    }
+
+    /// Starts node `id` from its data directory (empty the first time).
+    async fn start_node(&self, id: NodeId) -> Node {
+        let db = Arc::new(Db::new(1));
+        let config = GroupsConfig {
+            node_id: id,
+            placement: self.placement.clone(),
+            groups: 1,
+            dir: self.dir.path().join(format!("node{id}")),
+            snapshot_every: self.snapshot_every,
+            link_filter: Some(self.filter.clone()),
+            unsafe_stale_reads: false,
+        };
+        let groups = Groups::start(config, db.clone()).await.unwrap();
+        Node { id, db, groups }
+    }
+
+    /// Stops node `id`; its memory is gone, its disk kept.
+    async fn stop(&mut self, id: NodeId) {
+        let node = self.nodes[id as usize - 1].take().expect("running");
+        node.groups.shutdown().await;
+    }
+
+    /// Starts a stopped node `id` again, from its disk alone.
+    async fn restart(&mut self, id: NodeId) {
+        let node = self.start_node(id).await;
+        self.nodes[id as usize - 1] = Some(node);
     }
 
     fn node(&self, id: NodeId) -> &Node {
-        &self.nodes[id as usize - 1]
+        self.nodes[id as usize - 1].as_ref().expect("node stopped")
     }
 
     /// Waits until one of `candidates` leads the group, as every candidate sees it.
@@ -351,5 +374,63 @@ async fn writes_commit_over_lossy_links() {
             )
             .await;
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_node_recovers_from_its_disk_and_never_reads_before_catching_up() {
+    let mut cluster = Cluster::start(10_000).await;
+    let leader = cluster.wait_settled().await;
+    for i in 0..20 {
+        committed(set(cluster.node(leader), &format!("r{i}"), "before").await);
+    }
+    // The leader stops (its memory is lost; its log and vote stay on disk), the others go on.
+    cluster.stop(leader).await;
+    let rest: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&id| id != leader).collect();
+    let second = cluster.wait_leader(&rest, Duration::from_secs(20)).await;
+    for i in 0..20 {
+        committed(set(cluster.node(second), &format!("r{i}"), "after").await);
+    }
+
+    // Back from its disk: what it had acknowledged is there before anything is replicated,
+    // since its own log replays up to what it knew committed.
+    cluster.filter.isolate(leader, [1, 2, 3]);
+    cluster.restart(leader).await;
+    wait_applied(
+        cluster.node(leader),
+        "r0",
+        "before",
+        Duration::from_secs(10),
+    )
+    .await;
+    assert!(
+        cluster.node(leader).groups.read_fence(0).await.is_err(),
+        "a restarted node cut off from its peers served a read"
+    );
+
+    // Healed, it catches up; whenever it confirms a read (as leader again: it is the
+    // preferred one), its state already has every write acknowledged before.
+    cluster.filter.heal();
+    let deadline = Instant::now() + Duration::from_secs(40);
+    loop {
+        if cluster.node(leader).groups.read_fence(0).await.is_ok() {
+            for i in 0..20 {
+                assert_eq!(
+                    local_get(cluster.node(leader), &format!("r{i}")),
+                    Frame::Bulk("after".into()),
+                    "node {leader} confirmed a read before catching up"
+                );
+            }
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the restarted node never led again"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    committed(set(cluster.node(leader), "r0", "again").await);
+    for id in 1..=3 {
+        wait_applied(cluster.node(id), "r0", "again", Duration::from_secs(10)).await;
     }
 }
