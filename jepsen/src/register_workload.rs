@@ -86,19 +86,29 @@ fn cas(client: &mut Client, mut at: SocketAddrV4, key: &str, from: i64, to: i64)
         Reply::Ok(_) => {}
         Reply::Fail(e) | Reply::Unknown(e) => return Completion::Fail(Some(e)),
     }
-    // The rest on the node that took the WATCH: no following.
+    // The rest on the node that took the WATCH: no following. A watch left behind by a
+    // failed compare would join the next transaction's (on another key: CROSSSLOT).
+    let unwatch = |client: &mut Client, mut at| {
+        let _ = client.send(&mut at, false, &redis::cmd("UNWATCH"));
+    };
     let current = match client.send(&mut at, false, redis::cmd("GET").arg(key)) {
         Reply::Ok(value) => register_value(&value),
-        Reply::Fail(e) | Reply::Unknown(e) => return Completion::Fail(Some(e)),
+        Reply::Fail(e) | Reply::Unknown(e) => {
+            unwatch(client, at);
+            return Completion::Fail(Some(e));
+        }
     };
     match current {
         Ok(Value::Int(v)) if v == from => {}
         // The linearizable GET saw another value: the compare failed, nothing changed.
         Ok(_) => {
-            let _ = client.send(&mut at, false, &redis::cmd("UNWATCH"));
+            unwatch(client, at);
             return Completion::Fail(None);
         }
-        Err(e) => return Completion::Fail(Some(e)),
+        Err(e) => {
+            unwatch(client, at);
+            return Completion::Fail(Some(e));
+        }
     }
     // MULTI, SET, EXEC as plain commands, so that an error reply to EXEC (MOVED, EXECABORT:
     // certainly not applied) reaches the classification instead of a parse error.
