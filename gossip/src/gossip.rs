@@ -37,7 +37,7 @@ impl GossipConfig {
             cluster_id: cluster_id.to_string(),
             listen,
             seeds,
-            interval: Duration::from_millis(250),
+            interval: Duration::from_millis(500),
             dead_node_grace: Duration::from_secs(3600),
         }
     }

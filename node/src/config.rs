@@ -50,6 +50,8 @@ pub struct Config {
     pub replicas: usize,
     /// Port of the Prometheus endpoint (`GET /metrics`) on the bind address; 0: none.
     pub metrics_port: u16,
+    /// The cluster's name in gossip: members of another cluster are ignored.
+    pub cluster_id: String,
     /// UNSAFE, test-only: serve reads from any replica's local state, unconfirmed (stale
     /// reads). Exists so the correctness harness can prove it catches a broken server.
     #[serde(skip)]
@@ -77,6 +79,7 @@ impl Default for Config {
             members: Vec::new(),
             replicas: 3,
             metrics_port: 0,
+            cluster_id: "autocache".to_string(),
             unsafe_stale_reads: false,
         }
     }
@@ -129,6 +132,9 @@ impl Config {
                     self.port
                 );
             }
+        }
+        if self.cluster_id.is_empty() || self.cluster_id.len() > 64 {
+            bail!("cluster-id must be 1 to 64 characters");
         }
         if self.requirepass.chars().any(|c| c.is_whitespace()) {
             bail!("requirepass must not contain whitespace");

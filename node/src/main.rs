@@ -10,6 +10,7 @@ mod cmd;
 mod config;
 mod connection;
 mod dev_cluster;
+mod membership;
 mod metrics;
 mod pubsub;
 mod route;
@@ -86,6 +87,9 @@ struct ServerArgs {
     /// Port of the Prometheus endpoint (GET /metrics); 0: none.
     #[arg(long)]
     metrics_port: Option<u16>,
+    /// The cluster's name in gossip (members of another cluster are ignored).
+    #[arg(long)]
+    cluster_id: Option<String>,
     /// UNSAFE, for testing the correctness harness only: serve reads from any replica without
     /// confirming leadership, so reads can be stale.
     #[arg(long, hide = true)]
@@ -133,6 +137,9 @@ impl ServerArgs {
         }
         if let Some(port) = self.metrics_port {
             config.metrics_port = port;
+        }
+        if let Some(id) = self.cluster_id {
+            config.cluster_id = id;
         }
         if self.unsafe_stale_reads {
             tracing::warn!("UNSAFE: --unsafe-stale-reads serves reads from any replica, unconfirmed: reads can be stale");

@@ -47,6 +47,8 @@ pub struct Server {
     /// Every Prometheus series (raft's and the server's), for `/metrics`.
     pub registry: prometheus::Registry,
     pub series: ServerSeries,
+    /// Which members gossip says are down.
+    pub liveness: crate::membership::Liveness,
     shutdown: watch::Sender<bool>,
 }
 
@@ -67,6 +69,7 @@ impl Server {
                 name: self.node_name.clone(),
                 ip: ip.to_string(),
                 port: self.local_addr.port(),
+                down: false,
             };
         }
         let client = groups
@@ -79,6 +82,7 @@ impl Server {
             name: member_name(id),
             ip: ip.to_string(),
             port: port.parse().unwrap_or(0),
+            down: self.liveness.is_down(id),
         }
     }
 
@@ -144,6 +148,7 @@ fn node_name(dir: &std::path::Path) -> anyhow::Result<String> {
 pub struct Bound {
     listener: TcpListener,
     metrics_listener: Option<TcpListener>,
+    gossip: Option<gossip::Gossip>,
     server: Arc<Server>,
 }
 
@@ -208,6 +213,14 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             )
         }
     };
+    // Gossip is advisory: a node that cannot gossip still serves, it only cannot tell which
+    // members are down.
+    let gossip = crate::membership::start(&config)
+        .await
+        .unwrap_or_else(|error| {
+            tracing::warn!(error = format!("{error:#}"), "running without gossip");
+            None
+        });
     let (shutdown, _) = watch::channel(false);
     let server = Arc::new(Server {
         db,
@@ -224,6 +237,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
         local_addr,
         registry,
         series,
+        liveness: Default::default(),
         shutdown,
     });
     // Messages published on other nodes reach this node's subscribers. Weak: the server owns
@@ -238,6 +252,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
     Ok(Bound {
         listener,
         metrics_listener,
+        gossip,
         server,
     })
 }
@@ -249,6 +264,7 @@ impl Bound {
         let Bound {
             listener,
             metrics_listener,
+            gossip,
             server,
         } = self;
         tracing::info!(addr = %server.local_addr, "serving clients");
@@ -259,6 +275,8 @@ impl Bound {
             }
             tokio::spawn(crate::metrics::serve(server.clone(), listener))
         });
+        let membership =
+            gossip.map(|gossip| tokio::spawn(crate::membership::run(server.clone(), gossip)));
         let mut connections = JoinSet::new();
         loop {
             tokio::select! {
@@ -306,6 +324,10 @@ impl Bound {
         if let Some(metrics) = metrics {
             metrics.abort();
             let _ = metrics.await;
+        }
+        if let Some(membership) = membership {
+            // It stops gossip itself once shutdown was asked for.
+            let _ = membership.await;
         }
         server.groups.shutdown().await;
         tracing::info!("stopped");

@@ -1,6 +1,7 @@
 //! A three-node cluster started with `autocache dev-cluster`, driven by real cluster clients:
 //! redirections, redis-cli -c, redis-py's RedisCluster, redis-benchmark --cluster, leader
-//! failure, and a node catching up after a restart (from the log and from a snapshot).
+//! failure, a node catching up after a restart (from the log and from a snapshot), and gossip
+//! marking a killed node failed.
 
 mod common;
 
@@ -516,4 +517,47 @@ fn publish_reaches_subscribers_on_every_node() {
             assert_eq!(resp::value::parse(&bytes).unwrap().unwrap().0, expected);
         }
     }
+}
+
+#[test]
+fn gossip_marks_a_killed_node_failed_until_it_returns() {
+    let mut cluster = DevCluster::start(3, &[]);
+    let (p1, p3) = (cluster.port(1), cluster.port(3));
+    let line_of_node3 = || {
+        redis_cli(p1, &["cluster", "nodes"])
+            .lines()
+            .find(|line| line.contains(&format!(":{p3}@")))
+            .map(str::to_string)
+            .unwrap_or_default()
+    };
+    let wait_for = |what: &str, done: &dyn Fn(&str) -> bool| {
+        let started = Instant::now();
+        loop {
+            let line = line_of_node3();
+            if done(&line) {
+                return started.elapsed();
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "node 3 never {what}: {line:?}"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    wait_for("showed as connected", &|line| {
+        line.contains(" master ") && line.contains(" connected")
+    });
+
+    cluster.kill(3);
+    let took = wait_for("showed as failed", &|line| {
+        line.contains("master,fail") && line.contains(" disconnected")
+    });
+    eprintln!("node 3 marked failed {took:?} after it was killed");
+    let shards = redis_cli(p1, &["cluster", "shards"]);
+    assert!(shards.contains("failed"), "{shards}");
+
+    cluster.restart(3);
+    wait_for("came back", &|line| {
+        !line.contains("fail") && line.contains(" connected")
+    });
 }

@@ -317,6 +317,20 @@ impl Groups {
         })
     }
 
+    /// The groups this node leads as far as it knows, each with its term.
+    pub fn led_groups(&self) -> Vec<(GroupId, u64)> {
+        self.rafts
+            .iter()
+            .enumerate()
+            .filter_map(|(group, raft)| {
+                let metrics = raft.as_ref()?.metrics();
+                let metrics = metrics.borrow_watched();
+                (metrics.current_leader == Some(self.node_id))
+                    .then_some((group as GroupId, metrics.current_term))
+            })
+            .collect()
+    }
+
     /// The node that leads `group` as far as this node knows: the raft leader it follows, or,
     /// for a group it does not replicate, the group's preferred leader (which redirects
     /// further if it does not lead). None while an election is under way.

@@ -21,6 +21,8 @@ pub struct NodeView {
     pub name: String,
     pub ip: String,
     pub port: u16,
+    /// Gossip marks it down.
+    pub down: bool,
 }
 
 /// A master, the slot ranges it serves, and its replicas.
@@ -182,7 +184,10 @@ fn shard_node(node: &NodeView, role: &'static str) -> Frame {
         (field("endpoint"), Frame::Bulk(node.ip.clone().into())),
         (field("role"), Frame::bulk_static(role)),
         (field("replication-offset"), Frame::Integer(0)),
-        (field("health"), Frame::bulk_static("online")),
+        (
+            field("health"),
+            Frame::bulk_static(if node.down { "failed" } else { "online" }),
+        ),
     ])
 }
 
@@ -224,27 +229,49 @@ fn nodes(session: &Session) -> String {
             .collect();
         let master = &shard.master;
         out.push_str(&format!(
-            "{} {}:{}@{} {}master - 0 0 0 connected{}\n",
+            "{} {}:{}@{} {}master{} - 0 0 0 {}{}\n",
             master.name,
             master.ip,
             master.port,
             cluster_bus_port(master.port),
             myself(master),
+            fail(master),
+            link(master),
             slots
         ));
         for replica in &shard.replicas {
             out.push_str(&format!(
-                "{} {}:{}@{} {}slave {} 0 0 0 connected\n",
+                "{} {}:{}@{} {}slave{} {} 0 0 0 {}\n",
                 replica.name,
                 replica.ip,
                 replica.port,
                 cluster_bus_port(replica.port),
                 myself(replica),
-                master.name
+                fail(replica),
+                master.name,
+                link(replica)
             ));
         }
     }
     out
+}
+
+/// Redis's flag for a node the cluster agrees is down (here: gossip's failure detector).
+fn fail(node: &NodeView) -> &'static str {
+    if node.down {
+        ",fail"
+    } else {
+        ""
+    }
+}
+
+/// The link state column: whether this node hears the other.
+fn link(node: &NodeView) -> &'static str {
+    if node.down {
+        "disconnected"
+    } else {
+        "connected"
+    }
 }
 
 /// Redis's default cluster bus port; AutoCache has no cluster bus, but clients parse the field.

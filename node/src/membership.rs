@@ -1,0 +1,112 @@
+//! Gossip between the members: this node's addresses and the groups it leads go out; which
+//! members are alive comes in, and CLUSTER NODES and SHARDS show it. Advisory only: raft alone
+//! decides who serves a key.
+//!
+//! A member gossips over UDP on its raft address (the raft transport is TCP on the same port
+//! number), so a static member list needs no more configuration: every other member's raft
+//! address is a seed.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use gossip::{Gossip, GossipConfig, LeaderHint, Network, NodeInfo};
+use parking_lot::RwLock;
+use raft::NodeId;
+
+use crate::config::Config;
+use crate::server::Server;
+
+/// How often this node republishes the groups it leads and reads the others' liveness.
+const REFRESH: Duration = Duration::from_secs(1);
+
+/// The members gossip says are down.
+#[derive(Default)]
+pub struct Liveness {
+    down: RwLock<BTreeSet<NodeId>>,
+}
+
+impl Liveness {
+    /// Whether gossip marks member `id` as down (never this node itself).
+    pub fn is_down(&self, id: NodeId) -> bool {
+        self.down.read().contains(&id)
+    }
+
+    fn update(&self, down: BTreeSet<NodeId>) {
+        let mut known = self.down.write();
+        if *known != down {
+            tracing::info!(?down, "members down, as gossip sees them");
+            *known = down;
+        }
+    }
+}
+
+/// Starts gossiping, for a node with other members; None for a node alone.
+pub async fn start(config: &Config) -> anyhow::Result<Option<Gossip>> {
+    if config.members.len() < 2 {
+        return Ok(None);
+    }
+    let members = config.member_map()?;
+    let me = &members[&config.node_id];
+    let listen: SocketAddr = tokio::net::lookup_host(&me.raft)
+        .await
+        .with_context(|| format!("resolve this node's raft address {}", me.raft))?
+        .next()
+        .with_context(|| format!("{} resolves to no address", me.raft))?;
+    let seeds = members
+        .iter()
+        .filter(|(id, _)| **id != config.node_id)
+        .map(|(_, addr)| addr.raft.clone())
+        .collect();
+    let node = NodeInfo {
+        id: config.node_id,
+        // Later starts have higher generations, so a restart replaces what others knew.
+        generation: crate::server::unix_ms(),
+        client: me.client.clone(),
+        raft: me.raft.clone(),
+        admin: None,
+        metrics: (config.metrics_port != 0)
+            .then(|| SocketAddr::new(config.bind, config.metrics_port).to_string()),
+    };
+    let gossip = Gossip::start(
+        GossipConfig::new(node, &config.cluster_id, listen, seeds),
+        &Network::Udp,
+    )
+    .await
+    .with_context(|| format!("start gossip on udp {listen}"))?;
+    Ok(Some(gossip))
+}
+
+/// Publishes leadership and reads liveness every second until shutdown, then stops gossip.
+pub async fn run(server: Arc<Server>, gossip: Gossip) {
+    let mut published = None;
+    loop {
+        let leads: Vec<LeaderHint> = server
+            .groups
+            .led_groups()
+            .into_iter()
+            .map(|(group, term)| LeaderHint { group, term })
+            .collect();
+        if published.as_ref() != Some(&leads) {
+            gossip.set_leads(&leads).await;
+            published = Some(leads);
+        }
+        let down: BTreeSet<NodeId> = gossip
+            .members()
+            .await
+            .into_iter()
+            .filter(|member| !member.alive)
+            .map(|member| member.info.id)
+            .collect();
+        server.liveness.update(down);
+        tokio::select! {
+            _ = tokio::time::sleep(REFRESH) => {}
+            _ = server.shutting_down() => break,
+        }
+    }
+    if let Err(error) = gossip.shutdown().await {
+        tracing::warn!(%error, "gossip did not stop cleanly");
+    }
+}
