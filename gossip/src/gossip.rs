@@ -1,6 +1,7 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chitchat::{
     spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig,
@@ -8,7 +9,7 @@ use chitchat::{
 };
 
 use crate::error::GossipError;
-use crate::member::Member;
+use crate::member::{Health, Member};
 use crate::network::Network;
 use crate::node_info::{self, GroupLoad, LeaderHint, NodeInfo};
 
@@ -48,6 +49,17 @@ impl GossipConfig {
 /// (or when dropped).
 pub struct Gossip {
     handle: ChitchatHandle,
+    /// When each node generation was first heard of, and whether it was ever alive: the
+    /// failure detector calls a node dead until it has two heartbeats, which is not the same
+    /// as a node that died.
+    heard: Mutex<HashMap<ChitchatId, Heard>>,
+    /// How long a node heard of may take to become alive before it counts as down.
+    joining_grace: Duration,
+}
+
+struct Heard {
+    since: Instant,
+    was_alive: bool,
 }
 
 impl Gossip {
@@ -86,7 +98,11 @@ impl Gossip {
                 reason: error.to_string(),
             })?;
         tracing::info!(node = config.node.id, generation = config.node.generation, listen = %config.listen, "gossip started");
-        Ok(Gossip { handle })
+        Ok(Gossip {
+            handle,
+            heard: Mutex::new(HashMap::new()),
+            joining_grace: config.interval * 10,
+        })
     }
 
     /// Where this node gossips.
@@ -110,12 +126,13 @@ impl Gossip {
             .await;
     }
 
-    /// Every node heard of (this one included), by id: the newest generation of each, and
-    /// whether it is alive.
+    /// Every node heard of (this one included), by id: the newest generation of each, and its
+    /// health.
     pub async fn members(&self) -> Vec<Member> {
         let chitchat = self.handle.chitchat();
         let chitchat = chitchat.lock().await;
         let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+        let mut heard = self.heard.lock().expect("heard lock");
         let mut newest: BTreeMap<u64, Member> = BTreeMap::new();
         for (id, state) in chitchat.node_states() {
             let Ok(node_id) = id.node_id.parse::<u64>() else {
@@ -131,9 +148,22 @@ impl Gossip {
             {
                 continue;
             }
+            let alive = live.contains(id);
+            let seen = heard.entry(id.clone()).or_insert_with(|| Heard {
+                since: Instant::now(),
+                was_alive: false,
+            });
+            seen.was_alive |= alive;
+            let health = if alive {
+                Health::Alive
+            } else if seen.was_alive || seen.since.elapsed() > self.joining_grace {
+                Health::Down
+            } else {
+                Health::Joining
+            };
             let member = Member {
                 info,
-                alive: live.contains(id),
+                health,
                 leads: node_info::parse_leads(state.get(node_info::LEADS)),
                 loads: node_info::parse_loads(state.key_values()),
             };

@@ -18,6 +18,6 @@ mod node_info;
 
 pub use error::GossipError;
 pub use gossip::{Gossip, GossipConfig};
-pub use member::Member;
+pub use member::{Health, Member};
 pub use network::{InMemoryNetwork, Network};
 pub use node_info::{GroupLoad, LeaderHint, NodeInfo};

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use gossip::{
-    Gossip, GossipConfig, GroupLoad, InMemoryNetwork, LeaderHint, Member, Network, NodeInfo,
+    Gossip, GossipConfig, GroupLoad, Health, InMemoryNetwork, LeaderHint, Member, Network, NodeInfo,
 };
 
 fn gossip_addr(id: u64) -> SocketAddr {
@@ -51,8 +51,16 @@ async fn until(node: &Gossip, what: &str, done: impl Fn(&[Member]) -> bool) -> V
     }
 }
 
+fn health(members: &[Member], id: u64) -> Option<Health> {
+    members.iter().find(|m| m.info.id == id).map(|m| m.health)
+}
+
 fn alive(members: &[Member], id: u64) -> bool {
-    members.iter().any(|m| m.info.id == id && m.alive)
+    health(members, id) == Some(Health::Alive)
+}
+
+fn down(members: &[Member], id: u64) -> bool {
+    health(members, id) == Some(Health::Down)
 }
 
 #[tokio::test]
@@ -93,27 +101,27 @@ async fn nodes_join_through_a_seed_and_share_their_facts() {
     .await;
     assert!(members[0].leads.is_empty());
 
-    // A stopped node is marked dead; started again (a newer generation, a new client port),
+    // A stopped node is marked down; started again (a newer generation, a new client port),
     // it replaces what was known of it.
     let [one, two, three] = nodes;
     three.shutdown().await.unwrap();
-    until(&one, "node 3 marked dead", |m| !alive(m, 3)).await;
+    until(&one, "node 3 marked down", |m| down(m, 3)).await;
     let three = start(&network, 3, 2).await;
     let members = until(&one, "node 3 back", |m| {
         m.iter()
-            .any(|m| m.info.id == 3 && m.alive && m.info.generation == 2)
+            .any(|m| m.info.id == 3 && m.health == Health::Alive && m.info.generation == 2)
     })
     .await;
     assert_eq!(members.len(), 3, "one entry per node id: {members:#?}");
     assert_eq!(members[2].info, info(3, 2));
 
-    // Cut off from everyone, node 3 is dead to the others; healed, alive again.
+    // Cut off from everyone, node 3 is down to the others; healed, alive again.
     for other in [1, 2] {
         memory.cut(gossip_addr(3), gossip_addr(other)).await;
     }
-    until(&two, "cut-off node 3 marked dead", |m| !alive(m, 3)).await;
-    until(&three, "node 3 sees the others dead", |m| {
-        !alive(m, 1) && !alive(m, 2)
+    until(&two, "cut-off node 3 marked down", |m| down(m, 3)).await;
+    until(&three, "node 3 sees the others down", |m| {
+        down(m, 1) && down(m, 2)
     })
     .await;
     for other in [1, 2] {
@@ -141,4 +149,28 @@ async fn nodes_of_another_cluster_are_not_members() {
     let members = first.members().await;
     assert_eq!(members.len(), 1, "{members:#?}");
     assert_eq!(stranger.members().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_node_just_heard_of_is_joining_not_down() {
+    let network = Network::InMemory(InMemoryNetwork::default());
+    let first = start(&network, 1, 1).await;
+    let second = start(&network, 2, 1).await;
+    // Whatever the failure detector thinks before it has two heartbeats, node 2 is never
+    // reported down on its way in.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let members = first.members().await;
+        assert!(
+            !down(&members, 2),
+            "a joining node reported down: {members:#?}"
+        );
+        if alive(&members, 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "node 2 never became alive");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    second.shutdown().await.unwrap();
+    first.shutdown().await.unwrap();
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use gossip::{Gossip, GossipConfig, LeaderHint, Network, NodeInfo};
+use gossip::{Gossip, GossipConfig, Health, LeaderHint, Network, NodeInfo};
 use parking_lot::RwLock;
 use raft::NodeId;
 
@@ -97,7 +97,7 @@ pub async fn run(server: Arc<Server>, gossip: Gossip) {
             .members()
             .await
             .into_iter()
-            .filter(|member| !member.alive)
+            .filter(|member| member.health == Health::Down)
             .map(|member| member.info.id)
             .collect();
         server.liveness.update(down);
