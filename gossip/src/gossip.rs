@@ -169,6 +169,8 @@ impl Gossip {
             };
             newest.insert(node_id, member);
         }
+        // Forget what chitchat forgot (older generations, nodes past their grace).
+        heard.retain(|id, _| chitchat.node_states().contains_key(id));
         newest.into_values().collect()
     }
 

@@ -456,6 +456,14 @@ mod tests {
         anomalies(&operations(&events).unwrap()).unwrap()
     }
 
+    /// G1c: T1 reads T2's append to key 2; T2 reads T1's append to key 1.
+    const G1C: &str = r#"
+{:process 0, :type :invoke, :f :txn, :value [[:append 1 1] [:r 2 nil]]}
+{:process 1, :type :invoke, :f :txn, :value [[:append 2 1] [:r 1 nil]]}
+{:process 0, :type :ok, :f :txn, :value [[:append 1 1] [:r 2 [1]]]}
+{:process 1, :type :ok, :f :txn, :value [[:append 2 1] [:r 1 [1]]]}
+"#;
+
     fn names(history: &str) -> Vec<String> {
         found(history).into_keys().collect()
     }
@@ -489,14 +497,7 @@ mod tests {
 
     #[test]
     fn g1c_circular_information_flow() {
-        // T1 reads T2's append to key 2; T2 reads T1's append to key 1.
-        let history = r#"
-{:process 0, :type :invoke, :f :txn, :value [[:append 1 1] [:r 2 nil]]}
-{:process 1, :type :invoke, :f :txn, :value [[:append 2 1] [:r 1 nil]]}
-{:process 0, :type :ok, :f :txn, :value [[:append 1 1] [:r 2 [1]]]}
-{:process 1, :type :ok, :f :txn, :value [[:append 2 1] [:r 1 [1]]]}
-"#;
-        assert_eq!(names(history), ["G1c"]);
+        assert_eq!(names(G1C), ["G1c"]);
     }
 
     #[test]
@@ -576,13 +577,7 @@ mod tests {
 
     #[test]
     fn a_verdict_names_the_anomaly() {
-        let history = r#"
-{:process 0, :type :invoke, :f :txn, :value [[:append 1 1] [:r 2 nil]]}
-{:process 1, :type :invoke, :f :txn, :value [[:append 2 1] [:r 1 nil]]}
-{:process 0, :type :ok, :f :txn, :value [[:append 1 1] [:r 2 [1]]]}
-{:process 1, :type :ok, :f :txn, :value [[:append 2 1] [:r 1 [1]]]}
-"#;
-        let events = parse_history(history).unwrap();
+        let events = parse_history(G1C).unwrap();
         let verdict = check(&operations(&events).unwrap());
         assert!(
             matches!(&verdict, Verdict::Invalid(why) if why.starts_with("G1c (1): cycle")),
