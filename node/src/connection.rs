@@ -274,7 +274,19 @@ impl Connection {
         });
         session.info.blocked.store(true, Ordering::Relaxed);
         let result = loop {
+            // Biased: a client that went away (its EOF already readable) must not take a
+            // wake-up and pop data it can never receive; the wake-up's permit stays stored,
+            // and leaving passes it to the next waiter.
             tokio::select! {
+                biased;
+                _ = session.info.killed() => break None,
+                _ = session.server.shutting_down() => break None,
+                read = self.socket.read(&mut self.input) => {
+                    // Redis keeps reading (and buffering) while a client is blocked.
+                    if read? == 0 {
+                        break None;
+                    }
+                }
                 _ = waiter.notified() => {
                     let request = session.blocked_request(&blocked);
                     let write = session.server.groups.propose(blocked.group, request).await;
@@ -286,14 +298,6 @@ impl Connection {
                 _ = sleep_until_or_forever(deadline) => {
                     break Some(Frame::NullArray);
                 }
-                read = self.socket.read(&mut self.input) => {
-                    // Redis keeps reading (and buffering) while a client is blocked.
-                    if read? == 0 {
-                        break None;
-                    }
-                }
-                _ = session.info.killed() => break None,
-                _ = session.server.shutting_down() => break None,
             }
         };
         session.info.blocked.store(false, Ordering::Relaxed);
