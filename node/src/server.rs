@@ -190,6 +190,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             dir: config.data_dir.join("raft"),
             snapshot_every: config.snapshot_every,
             link_filter: None,
+            joining: None,
             unsafe_stale_reads: config.unsafe_stale_reads,
         },
         db.clone(),

@@ -1,5 +1,6 @@
 //! A node's slot groups: one openraft instance per group over the node's shared log store.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,7 +8,7 @@ use std::time::Duration;
 use openraft::async_runtime::watch::WatchReceiver;
 use openraft::error::{InitializeError, RaftError};
 use openraft::{Config, SnapshotPolicy};
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use tiering::Db;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -51,6 +52,10 @@ pub struct GroupsConfig {
     pub snapshot_every: u64,
     /// Cut or slowed links between nodes: in-process tests only, None in a server.
     pub link_filter: Option<LinkFilter>,
+    /// Set for a node outside the static member list, to its own addresses: it starts
+    /// replicating nothing (replicas are moved onto it at run time) and serves raft messages
+    /// on its raft address.
+    pub joining: Option<NodeAddr>,
     /// UNSAFE, for proving the correctness harness can fail: serve reads of every group this
     /// node replicates from its local state, leader or not, without confirming anything.
     pub unsafe_stale_reads: bool,
@@ -73,22 +78,37 @@ pub enum GroupsError {
     Start { group: GroupId, message: String },
 }
 
+/// State shared by `Groups` and its background tasks.
+type Shared<T> = Arc<RwLock<T>>;
+
 /// The raft groups of one node.
 pub struct Groups {
     node_id: NodeId,
     placement: Placement,
-    /// The rafts of the groups this node replicates, by group.
-    rafts: Vec<Option<Raft>>,
+    /// The rafts of the groups this node replicates, by group. Changes when a replica is
+    /// opened or closed here (see `replicas`).
+    rafts: Shared<Vec<Option<Raft>>>,
     /// Per group: this node is its only voter. No other node can ever lead it, so once it has
-    /// applied its log, reads need no confirmation.
+    /// applied its log, reads need no confirmation. Such a group's membership never changes.
     sole_voter: Vec<bool>,
     /// See `GroupsConfig::unsafe_stale_reads`.
     unsafe_stale_reads: bool,
+    db: Arc<Db>,
     store: Arc<LogDb>,
+    peers: Peers,
+    /// The config of every group with peers (ticking, so it heartbeats and elects).
+    config: Arc<Config>,
     registry: Registry,
     metrics: Arc<RaftMetrics>,
     /// Relays PUBLISH to the other members (None on a node alone).
     relay: Option<PublishRelay>,
+    /// Per group, held while this node opens, closes or reconfigures it: one membership step
+    /// of a group at a time, whoever asks.
+    pub(crate) changing: Vec<tokio::sync::Mutex<()>>,
+    /// Groups whose leader an operator chose (`transfer_leadership`): the balancer leaves them.
+    pub(crate) pinned: Shared<BTreeSet<GroupId>>,
+    /// The leaders gossip names for groups this node does not replicate.
+    hints: RwLock<BTreeMap<GroupId, (NodeId, NodeAddr)>>,
     /// Set to stop the raft service, the leader balancer and the leader watchers.
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -130,6 +150,7 @@ impl Groups {
         let placement = config.placement.clone();
         let me = placement
             .member(config.node_id)
+            .or(config.joining.as_ref())
             .ok_or(GroupsError::NotAMember(config.node_id))?
             .clone();
         let store = LogDb::open(&config.dir).map_err(|source| GroupsError::Open {
@@ -140,7 +161,7 @@ impl Groups {
         let registry = Registry::default();
         let metrics = Arc::new(RaftMetrics::new(config.groups, store.fsync_histogram()));
         let mut tasks = Vec::new();
-        if placement.members().len() > 1 {
+        if placement.members().len() > 1 || config.joining.is_some() {
             let addr = me.raft.parse().map_err(|_| GroupsError::RaftAddr {
                 node: config.node_id,
                 addr: me.raft.clone(),
@@ -155,64 +176,88 @@ impl Groups {
         let ticking = raft_config(true, config.snapshot_every)?;
         let tickless = raft_config(false, config.snapshot_every)?;
         let peers = Peers::new(config.node_id, config.link_filter.clone());
-        let mut rafts = Vec::with_capacity(config.groups as usize);
-        let mut sole_voter = Vec::with_capacity(config.groups as usize);
+        let sole_voter: Vec<bool> = (0..config.groups)
+            .map(|group| {
+                let members = placement.replicas_of(group);
+                members == [config.node_id]
+            })
+            .collect();
+        let relay = (placement.members().len() > 1).then(|| {
+            let (relay, relay_tasks) =
+                PublishRelay::start(config.node_id, &placement, &peers, &stop);
+            tasks.extend(relay_tasks);
+            relay
+        });
+        let groups = Groups {
+            node_id: config.node_id,
+            placement: placement.clone(),
+            rafts: Arc::new(RwLock::new(vec![None; config.groups as usize])),
+            sole_voter,
+            unsafe_stale_reads: config.unsafe_stale_reads,
+            db,
+            store,
+            peers,
+            config: ticking,
+            registry,
+            metrics,
+            relay,
+            changing: (0..config.groups)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+            pinned: Shared::default(),
+            hints: RwLock::default(),
+            stop,
+            tasks: Mutex::new(tasks),
+        };
         for group in 0..config.groups {
+            let start_error = |message: String| GroupsError::Start { group, message };
             let members = placement.replica_members(group);
-            let alone = members.len() == 1 && members.contains_key(&config.node_id);
-            sole_voter.push(alone);
-            if !members.contains_key(&config.node_id) {
-                rafts.push(None);
+            let placed_here = members.contains_key(&config.node_id);
+            let store_error = |e: std::io::Error| start_error(e.to_string());
+            // A replica added at run time is found by its state on disk; one this node was
+            // removed from is retired and stays closed, whatever the static placement says.
+            let opens = if placed_here {
+                !groups.store.is_retired(group).map_err(store_error)?
+            } else {
+                groups.store.has_group(group).map_err(store_error)?
+            };
+            if !opens {
                 continue;
             }
-            let start_error = |message: String| GroupsError::Start { group, message };
-            let state_machine = StateMachine::new(db.clone(), group, store.clone());
-            let network = GroupNetwork {
-                group,
-                peers: peers.clone(),
-            };
-            let raft = Raft::new(
-                config.node_id,
-                if alone {
-                    tickless.clone()
-                } else {
-                    ticking.clone()
-                },
-                network,
-                store.group(group),
-                state_machine,
-            )
-            .await
-            .map_err(|e| start_error(e.to_string()))?;
-            registry.register(group, raft.clone());
-            tasks.push(tokio::spawn(count_leader_changes(
-                group,
-                raft.clone(),
-                metrics.clone(),
-                stop.subscribe(),
-            )));
+            let alone = groups.sole_voter[group as usize];
+            let raft = groups
+                .open_raft(
+                    group,
+                    if alone {
+                        tickless.clone()
+                    } else {
+                        groups.config.clone()
+                    },
+                )
+                .await
+                .map_err(|e| start_error(e.to_string()))?;
             let initialized = raft
                 .is_initialized()
                 .await
                 .map_err(|e| start_error(e.to_string()))?;
-            if !initialized {
+            if !initialized && placed_here {
                 // Every replica initializes with the same membership, so whichever peers are
                 // up first can elect a leader; a peer's message may initialize it first.
                 match raft.initialize(members).await {
                     Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
                     Err(e) => return Err(start_error(e.to_string())),
                 }
-            } else if alone {
+            } else if initialized && alone {
                 // A restarted single-member group need not sit out an election timeout.
                 raft.trigger()
                     .elect(false)
                     .await
                     .map_err(|e| start_error(e.to_string()))?;
             }
-            rafts.push(Some(raft));
         }
+        let rafts = groups.rafts.read().clone();
         for (group, raft) in rafts.iter().enumerate() {
-            let Some(raft) = raft.as_ref().filter(|_| sole_voter[group]) else {
+            let Some(raft) = raft.as_ref().filter(|_| groups.sole_voter[group]) else {
                 continue;
             };
             let wait_error = |e: openraft::metrics::WaitError| GroupsError::Start {
@@ -230,25 +275,16 @@ impl Groups {
                 .await
                 .map_err(wait_error)?;
         }
-        let relay = (placement.members().len() > 1).then(|| {
-            let (relay, relay_tasks) =
-                PublishRelay::start(config.node_id, &placement, &peers, &stop);
-            tasks.extend(relay_tasks);
-            relay
-        });
-        let shared: Vec<(GroupId, Raft)> = rafts
-            .iter()
-            .enumerate()
-            .filter(|(group, _)| !sole_voter[*group])
-            .filter_map(|(group, raft)| Some((group as GroupId, raft.clone()?)))
-            .collect();
-        if !shared.is_empty() {
-            tasks.push(tokio::spawn(balance_leaders(
-                config.node_id,
-                placement.clone(),
-                shared,
-                stop.subscribe(),
-            )));
+        let has_peers = groups.sole_voter.iter().any(|alone| !alone);
+        if has_peers {
+            let balancer = tokio::spawn(balance_leaders(
+                groups.node_id,
+                groups.placement.clone(),
+                groups.rafts.clone(),
+                groups.pinned.clone(),
+                groups.stop.subscribe(),
+            ));
+            groups.tasks.lock().push(balancer);
         }
         tracing::info!(
             groups = config.groups,
@@ -256,19 +292,65 @@ impl Groups {
             dir = %config.dir.display(),
             "raft groups started"
         );
-        Ok(Groups {
-            node_id: config.node_id,
-            placement,
-            rafts,
-            sole_voter,
-            unsafe_stale_reads: config.unsafe_stale_reads,
-            store,
-            registry,
-            metrics,
-            relay,
-            stop,
-            tasks: Mutex::new(tasks),
-        })
+        Ok(groups)
+    }
+
+    /// Starts the raft of `group` over this node's store and keyspace and makes it the receiver
+    /// of the group's messages. It restores itself from the store (empty for a new replica).
+    pub(crate) async fn open_raft(
+        &self,
+        group: GroupId,
+        config: Arc<Config>,
+    ) -> Result<Raft, openraft::error::Fatal<crate::typ::TypeConfig>> {
+        let state_machine = StateMachine::new(self.db.clone(), group, self.store.clone());
+        let network = GroupNetwork {
+            group,
+            peers: self.peers.clone(),
+        };
+        let raft = Raft::new(
+            self.node_id,
+            config,
+            network,
+            self.store.group(group),
+            state_machine,
+        )
+        .await?;
+        self.registry.register(group, raft.clone());
+        let watcher = tokio::spawn(count_leader_changes(
+            group,
+            raft.clone(),
+            self.metrics.clone(),
+            self.stop.subscribe(),
+        ));
+        let mut tasks = self.tasks.lock();
+        tasks.retain(|task| !task.is_finished());
+        tasks.push(watcher);
+        self.rafts.write()[group as usize] = Some(raft.clone());
+        Ok(raft)
+    }
+
+    /// Returns true if this node is `group`'s only voter (its membership never changes).
+    pub(crate) fn is_sole_voter(&self, group: GroupId) -> bool {
+        self.sole_voter[group as usize]
+    }
+
+    pub(crate) fn store(&self) -> &Arc<LogDb> {
+        &self.store
+    }
+
+    pub(crate) fn db(&self) -> &Arc<Db> {
+        &self.db
+    }
+
+    /// The config of a group with peers.
+    pub(crate) fn ticking_config(&self) -> Arc<Config> {
+        self.config.clone()
+    }
+
+    /// Forgets `group`'s raft: messages for it are refused, reads and writes redirected.
+    pub(crate) fn unregister(&self, group: GroupId) {
+        self.rafts.write()[group as usize] = None;
+        self.registry.unregister(group);
     }
 
     /// This node's id.
@@ -293,14 +375,31 @@ impl Groups {
         self.registry.on_publish(handler);
     }
 
+    /// Makes this node answer replica calls (the admin API, and other nodes coordinating a
+    /// change) through `owner`'s groups, for as long as `owner` lives.
+    pub fn serve_replica_calls<T>(&self, owner: std::sync::Weak<T>)
+    where
+        T: AsRef<Groups> + Send + Sync + 'static,
+    {
+        self.registry.on_replica_call(Arc::new(move |call| {
+            let owner = owner.clone();
+            Box::pin(async move {
+                match owner.upgrade() {
+                    Some(owner) => owner.as_ref().as_ref().answer(call).await,
+                    None => Err(crate::replicas::ReplicaError::Stopping),
+                }
+            })
+        }));
+    }
+
     /// The groups' Prometheus series.
     pub fn metrics(&self) -> &Arc<RaftMetrics> {
         &self.metrics
     }
 
     /// The raft instance of `group`, if this node replicates it.
-    pub fn raft(&self, group: GroupId) -> Option<&Raft> {
-        self.rafts.get(group as usize)?.as_ref()
+    pub fn raft(&self, group: GroupId) -> Option<Raft> {
+        self.rafts.read().get(group as usize)?.clone()
     }
 
     /// Returns true if reads of `group` are linearizable here without asking raft: this node
@@ -320,6 +419,7 @@ impl Groups {
     /// The groups this node leads as far as it knows, each with its term.
     pub fn led_groups(&self) -> Vec<(GroupId, u64)> {
         self.rafts
+            .read()
             .iter()
             .enumerate()
             .filter_map(|(group, raft)| {
@@ -332,24 +432,45 @@ impl Groups {
     }
 
     /// The node that leads `group` as far as this node knows: the raft leader it follows, or,
-    /// for a group it does not replicate, the group's preferred leader (which redirects
-    /// further if it does not lead). None while an election is under way.
+    /// for a group it does not replicate, the leader gossip last named (see
+    /// [`Groups::hint_leader`]), else the group's preferred leader. Whoever is named redirects
+    /// further if it does not lead. None while an election is under way.
     pub fn leader_of(&self, group: GroupId) -> Option<(NodeId, NodeAddr)> {
-        let id = match self.raft(group) {
-            Some(raft) => raft.metrics().borrow_watched().current_leader?,
-            None => self.placement.preferred_leader(group),
-        };
+        if let Some(raft) = self.raft(group) {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow_watched();
+            let id = metrics.current_leader?;
+            let addr = metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .cloned();
+            return Some((id, addr.or_else(|| self.placement.member(id).cloned())?));
+        }
+        if let Some(hint) = self.hints.read().get(&group) {
+            return Some(hint.clone());
+        }
+        let id = self.placement.preferred_leader(group);
         Some((id, self.placement.member(id)?.clone()))
+    }
+
+    /// Records that gossip names `leader` (at `addr`) as the leader of `group`: where this node
+    /// redirects clients for a group it does not replicate. Advisory: a wrong hint costs one
+    /// more redirect.
+    pub fn hint_leader(&self, group: GroupId, leader: NodeId, addr: NodeAddr) {
+        if (group as usize) < self.len() {
+            self.hints.write().insert(group, (leader, addr));
+        }
     }
 
     /// Number of groups.
     pub fn len(&self) -> usize {
-        self.rafts.len()
+        self.sole_voter.len()
     }
 
-    /// Returns true if the node runs no group.
+    /// Returns true if the cluster has no group.
     pub fn is_empty(&self) -> bool {
-        self.rafts.is_empty()
+        self.sole_voter.is_empty()
     }
 
     /// Stops every group (their pending writes fail), the raft service and the balancer, and
@@ -357,7 +478,8 @@ impl Groups {
     pub async fn shutdown(&self) {
         self.hand_off_leadership().await;
         self.stop.send_replace(true);
-        for (group, raft) in self.rafts.iter().enumerate() {
+        let rafts = self.rafts.read().clone();
+        for (group, raft) in rafts.iter().enumerate() {
             let Some(raft) = raft else { continue };
             if let Err(error) = raft.shutdown().await {
                 tracing::warn!(group, %error, "raft group did not stop cleanly");
@@ -381,6 +503,12 @@ impl Groups {
     }
 }
 
+impl AsRef<Groups> for Groups {
+    fn as_ref(&self) -> &Groups {
+        self
+    }
+}
+
 impl Groups {
     /// Hands every group this node leads to its most caught-up follower, and waits (a little)
     /// for the transfers: a planned stop then costs clients one redirect, not an election
@@ -388,7 +516,8 @@ impl Groups {
     async fn hand_off_leadership(&self) {
         self.registry.refuse_leadership();
         let mut handed = Vec::new();
-        for (group, raft) in self.rafts.iter().enumerate() {
+        let rafts = self.rafts.read().clone();
+        for (group, raft) in rafts.iter().enumerate() {
             let group = group as GroupId;
             let Some(raft) = raft else { continue };
             if self.sole_voter[group as usize] || !self.is_leader(group) {
@@ -457,11 +586,14 @@ async fn count_leader_changes(
 
 /// Hands each group this node leads, but should not, to its preferred leader once that node is
 /// up and caught up: after a failover or a restart, leadership returns to where the placement
-/// spreads it, so every node leads its share of groups.
+/// spreads it, so every node leads its share of groups. Only groups still replicated where the
+/// placement put them, and whose leader no operator chose, are handed back: a group moved at
+/// run time is balanced by whoever moved it.
 async fn balance_leaders(
     node_id: NodeId,
     placement: Placement,
-    rafts: Vec<(GroupId, Raft)>,
+    rafts: Shared<Vec<Option<Raft>>>,
+    pinned: Shared<BTreeSet<GroupId>>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(BALANCE_EVERY);
@@ -471,14 +603,21 @@ async fn balance_leaders(
             _ = tick.tick() => {}
             _ = stop.wait_for(|stop| *stop) => return,
         }
-        for (group, raft) in &rafts {
-            let preferred = placement.preferred_leader(*group);
-            if preferred == node_id {
+        let current = rafts.read().clone();
+        for (group, raft) in current.iter().enumerate() {
+            let group = group as GroupId;
+            let Some(raft) = raft else { continue };
+            let preferred = placement.preferred_leader(group);
+            if preferred == node_id || pinned.read().contains(&group) {
                 continue;
             }
             let ready = {
                 let metrics = raft.metrics();
                 let metrics = metrics.borrow_watched();
+                let placed: BTreeSet<NodeId> = placement.replicas_of(group).into_iter().collect();
+                let membership = metrics.membership_config.membership();
+                let as_placed = membership.voter_ids().collect::<BTreeSet<_>>() == placed
+                    && membership.learner_ids().next().is_none();
                 let matched = metrics
                     .replication
                     .as_ref()
@@ -490,6 +629,7 @@ async fn balance_leaders(
                     .and_then(|h| h.get(&preferred).cloned().flatten())
                     .is_some_and(|at| openraft::Instant::elapsed(&*at) < BALANCE_RECENT_ACK);
                 metrics.current_leader == Some(node_id)
+                    && as_placed
                     && acked
                     && matched.is_some()
                     && matched >= metrics.last_log_index

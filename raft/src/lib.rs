@@ -11,6 +11,8 @@
 
 /// Proposing writes and fencing reads, for client connections.
 pub mod client;
+/// Moving replicas and leadership across nodes, one retried step at a time.
+pub mod coordinator;
 /// A node's groups: starting, finding and stopping them.
 pub mod groups;
 /// Fault injection between the nodes of an in-process test cluster.
@@ -29,6 +31,10 @@ pub mod network;
 pub mod placement;
 /// PUBLISH relayed to every member, as Redis Cluster broadcasts it.
 pub mod publish_relay;
+/// Sending membership steps to a node's raft port.
+pub mod replica_call;
+/// Changing which nodes replicate a group: membership steps safe to retry.
+pub mod replicas;
 /// What a log entry carries, and what applying it answers.
 pub mod request;
 /// The receiving end of the transport: the raft gRPC service.
@@ -45,6 +51,7 @@ pub use groups::{Groups, GroupsConfig, GroupsError};
 pub use log_store::{LogDb, LogDbStats, LogStore};
 pub use metrics::RaftMetrics;
 pub use placement::{Placement, PlacementError};
+pub use replicas::{GroupReplicas, ReplicaCall, ReplicaError, ReplicaReply};
 pub use request::{Op, Request, Response, WatchedKey};
 pub use state_machine::StateMachine;
 pub use typ::{GroupId, NodeAddr, NodeId, TypeConfig};

@@ -37,6 +37,9 @@ const CF_SNAPSHOTS: &str = "snapshots";
 pub(crate) const META_VOTE: u8 = 1;
 pub(crate) const META_COMMITTED: u8 = 2;
 pub(crate) const META_PURGED: u8 = 3;
+/// Set when this node stopped replicating the group: its state was wiped, and a restart must not
+/// start the group again from the static placement.
+const META_RETIRED: u8 = 4;
 
 /// Longest range of entries read with point lookups rather than an iterator.
 const MAX_POINT_READS: u64 = 4096;
@@ -187,6 +190,59 @@ impl LogDb {
             Some(bytes) => Ok(Some(decode(&bytes)?)),
             None => Ok(None),
         }
+    }
+
+    /// Returns true if this node holds raft state of `group`: a vote or log entries.
+    pub fn has_group(&self, group: GroupId) -> io::Result<bool> {
+        if self.get_meta::<Vote>(group, META_VOTE)?.is_some() {
+            return Ok(true);
+        }
+        let start = log_key(group, 0);
+        let mut iter = self.db.iterator_cf(
+            self.cf(CF_LOGS),
+            IteratorMode::From(&start, Direction::Forward),
+        );
+        Ok(match iter.next() {
+            Some(item) => item.map_err(db_error)?.0[..4] == group.to_be_bytes(),
+            None => false,
+        })
+    }
+
+    /// Returns true if this node stopped replicating `group` (see [`LogDb::retire_group`]).
+    pub fn is_retired(&self, group: GroupId) -> io::Result<bool> {
+        Ok(self.get_meta::<bool>(group, META_RETIRED)?.unwrap_or(false))
+    }
+
+    /// Wipes `group`'s log, vote, commit index and snapshot, and marks it retired, durably.
+    /// The group's raft must be stopped: this node was removed from its membership.
+    pub async fn retire_group(&self, group: GroupId) -> io::Result<()> {
+        // Whatever the stopped raft queued is written first, so nothing lands after the wipe.
+        self.written().await?;
+        self.tails.lock().remove(&group);
+        let mut batch = rocksdb::WriteBatch::default();
+        // Group ids stay far below u32::MAX (at most 16384 groups), so `group + 1` exists.
+        batch.delete_range_cf(self.cf(CF_LOGS), log_key(group, 0), log_key(group + 1, 0));
+        for tag in [META_VOTE, META_COMMITTED, META_PURGED] {
+            batch.delete_cf(self.cf(CF_META), meta_key(group, tag));
+        }
+        batch.delete_cf(self.cf(CF_SNAPSHOTS), group.to_be_bytes());
+        batch.put_cf(
+            self.cf(CF_META),
+            meta_key(group, META_RETIRED),
+            encode(&true)?,
+        );
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db.write_opt(batch, &options).map_err(db_error)
+    }
+
+    /// Clears `group`'s retired mark: this node is about to replicate it again, from nothing.
+    pub fn revive_group(&self, group: GroupId) -> io::Result<()> {
+        let mut options = WriteOptions::default();
+        options.set_sync(true);
+        self.db
+            .delete_cf_opt(self.cf(CF_META), meta_key(group, META_RETIRED), &options)
+            .map_err(db_error)
     }
 
     /// Queues an operation for the writer, or fails it if the writer is gone.

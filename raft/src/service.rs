@@ -20,6 +20,7 @@ use tonic::body::Body;
 use tonic::codec::Streaming;
 use tonic::{Request, Response, Status};
 
+use crate::replicas::{ReplicaCall, ReplicaError, ReplicaReply};
 use crate::typ::{GroupId, Raft, TypeConfig as C};
 use crate::wire::{group_of, path, PostcardCodec, Published, SnapshotChunk, MAX_MESSAGE};
 
@@ -33,7 +34,14 @@ pub struct Registry {
     refusing_leadership: Arc<AtomicBool>,
     /// Delivers a PUBLISH relayed by another node to this node's subscribers.
     subscribers: Arc<RwLock<Option<PublishHandler>>>,
+    /// Answers membership steps and questions about replicas (the admin API).
+    replica_calls: Arc<RwLock<Option<ReplicaHandler>>>,
 }
+
+/// Answers a [`ReplicaCall`] on this node.
+pub type ReplicaHandler = Arc<
+    dyn Fn(ReplicaCall) -> BoxFuture<'static, Result<ReplicaReply, ReplicaError>> + Send + Sync,
+>;
 
 /// Delivers a published message to local subscribers; returns how many received it.
 pub type PublishHandler = Arc<dyn Fn(&bytes::Bytes, &bytes::Bytes) -> usize + Send + Sync>;
@@ -42,6 +50,11 @@ impl Registry {
     /// Makes `handler` receive the messages other nodes relay.
     pub fn on_publish(&self, handler: PublishHandler) {
         *self.subscribers.write() = Some(handler);
+    }
+
+    /// Makes `handler` answer the replica calls other nodes and the admin CLI send.
+    pub fn on_replica_call(&self, handler: ReplicaHandler) {
+        *self.replica_calls.write() = Some(handler);
     }
 
     /// From now on, leadership transfers to this node are refused.
@@ -59,9 +72,17 @@ impl Registry {
         rafts[index] = Some(raft);
     }
 
-    /// Stops delivering messages to any group.
+    /// Stops delivering messages to `group`.
+    pub fn unregister(&self, group: GroupId) {
+        if let Some(slot) = self.rafts.write().get_mut(group as usize) {
+            *slot = None;
+        }
+    }
+
+    /// Stops delivering messages to any group, and answering replica calls.
     pub fn clear(&self) {
         self.rafts.write().clear();
+        *self.replica_calls.write() = None;
     }
 
     fn get(&self, group: GroupId) -> Result<Raft, Status> {
@@ -115,6 +136,7 @@ impl tower::Service<http::Request<Body>> for RaftService {
             path::INSTALL_SNAPSHOT => Box::pin(install_snapshot(registry, request)),
             path::TRANSFER_LEADER => Box::pin(transfer_leader(registry, request)),
             path::PUBLISH => Box::pin(publish(registry, request)),
+            path::REPLICA => Box::pin(replica(registry, request)),
             other => {
                 let status = Status::unimplemented(format!("no raft method {other}"));
                 Box::pin(ready(Ok(status.into_http())))
@@ -228,6 +250,22 @@ async fn publish(registry: Registry, request: http::Request<Body>) -> HttpResult
             let handler = registry.subscribers.read().clone();
             let receivers = handler.map_or(0, |deliver| deliver(&channel, &message));
             Ok::<_, Status>(Response::new(receivers as u64))
+        }
+    });
+    Ok(grpc().unary(handler, request).await)
+}
+
+/// A membership step or question about replicas, from a coordinator or the admin CLI.
+async fn replica(registry: Registry, request: http::Request<Body>) -> HttpResult {
+    let handler = tower::service_fn(move |request: Request<ReplicaCall>| {
+        let registry = registry.clone();
+        async move {
+            let answer = registry.replica_calls.read().clone();
+            let reply = match answer {
+                Some(answer) => answer(request.into_inner()).await,
+                None => Err(ReplicaError::Stopping),
+            };
+            Ok::<_, Status>(Response::new(reply))
         }
     });
     Ok(grpc().unary(handler, request).await)

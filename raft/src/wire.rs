@@ -25,6 +25,8 @@ pub mod path {
     pub const TRANSFER_LEADER: &str = "/autocache.Raft/TransferLeader";
     /// Not raft: a PUBLISH relayed to every node, as Redis Cluster broadcasts it.
     pub const PUBLISH: &str = "/autocache.Raft/Publish";
+    /// Not raft: a membership step or question (`replicas::ReplicaCall`), the admin API.
+    pub const REPLICA: &str = "/autocache.Admin/Replica";
 }
 
 /// The request header naming the group a call is for: every group of a node shares one

@@ -310,6 +310,13 @@ impl Db {
         Ok(())
     }
 
+    /// Empties one slot group's keyspace: this node no longer replicates the group.
+    pub fn clear_group(&self, group: usize) {
+        let mut ks = self.keyspaces[group].lock();
+        ks.clear();
+        ks.reset_changes(0);
+    }
+
     /// Up to `limit` keys of `group` whose deadline passed at `now_ms` (left in place: a
     /// replicated leader proposes their deletion).
     pub fn expired_keys(&self, group: usize, now_ms: u64, limit: usize) -> Vec<Blob> {

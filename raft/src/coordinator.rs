@@ -1,0 +1,304 @@
+//! Driving a membership change across nodes: moving a replica and transferring leadership,
+//! as sequences of [`ReplicaCall`]s, each retried until done.
+//!
+//! The coordinator keeps no state of its own: every step asks the nodes where the group is and
+//! does only what is missing (see `replicas`). A coordinator that dies mid-change leaves the
+//! group in a state the same command, run again by anyone, completes.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use crate::replica_call::{send, CallError};
+use crate::replicas::{GroupReplicas, ReplicaCall, ReplicaError, ReplicaReply};
+use crate::typ::{GroupId, NodeAddr, NodeId};
+
+/// How long one step may keep failing transiently (no leader, catching up, busy) before the
+/// change gives up. Running the command again resumes it.
+const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Pause between two attempts of a step.
+const RETRY_EVERY: Duration = Duration::from_millis(200);
+
+/// Why a change stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ChangeError {
+    #[error("no node answered for group {group}: {last}")]
+    NoAnswer { group: GroupId, last: String },
+    #[error("{step}: {error}")]
+    Step { step: String, error: CallError },
+    #[error("node {0}'s address is not known: name a node that replicates a group with it")]
+    UnknownNode(NodeId),
+    #[error("group {group} has no other voter to lead it when node {node} leaves")]
+    NoOtherVoter { group: GroupId, node: NodeId },
+}
+
+/// Where a step is sent.
+enum Target {
+    /// The group's leader, found again on every attempt (so the step follows leadership).
+    Leader(GroupId),
+    /// One node's raft address.
+    Node(String),
+}
+
+/// Drives membership changes through the nodes it knows, learning others as it goes.
+pub struct Coordinator<P> {
+    /// Raft addresses to ask first (given on the command line).
+    seeds: Vec<String>,
+    /// Every node seen in a group's membership, with its addresses.
+    known: BTreeMap<NodeId, NodeAddr>,
+    progress: P,
+}
+
+impl<P: FnMut(&str)> Coordinator<P> {
+    /// A coordinator that asks the nodes at `seeds` (raft addresses) first and reports each
+    /// step to `progress`.
+    pub fn new(seeds: Vec<String>, progress: P) -> Coordinator<P> {
+        Coordinator {
+            seeds,
+            known: BTreeMap::new(),
+            progress,
+        }
+    }
+
+    /// Every node seen so far.
+    pub fn known(&self) -> &BTreeMap<NodeId, NodeAddr> {
+        &self.known
+    }
+
+    /// Records a node's address (one that replicates nothing yet, say).
+    pub fn learn(&mut self, node: NodeId, addr: NodeAddr) {
+        self.known.insert(node, addr);
+    }
+
+    fn addr_of(&self, node: NodeId) -> Result<String, ChangeError> {
+        self.known
+            .get(&node)
+            .map(|addr| addr.raft.clone())
+            .ok_or(ChangeError::UnknownNode(node))
+    }
+
+    /// `group`'s replicas, from its leader's point of view when the leader answers.
+    pub async fn replicas(&mut self, group: GroupId) -> Result<GroupReplicas, ChangeError> {
+        let mut addrs = self.seeds.clone();
+        addrs.extend(self.known.values().map(|addr| addr.raft.clone()));
+        addrs.dedup();
+        let mut last = String::from("no node to ask");
+        let mut seen = None;
+        for addr in &addrs {
+            match send(addr, ReplicaCall::Replicas { group }).await {
+                Ok(ReplicaReply::Replicas(replicas)) => {
+                    seen = Some(replicas);
+                    break;
+                }
+                Ok(other) => last = format!("unexpected answer {other:?}"),
+                Err(CallError::Refused(ReplicaError::NoSuchGroup(_))) => {
+                    return Err(ChangeError::Step {
+                        step: format!("group {group}"),
+                        error: CallError::Refused(ReplicaError::NoSuchGroup(group)),
+                    })
+                }
+                Err(error) => last = error.to_string(),
+            }
+        }
+        let Some(seen) = seen else {
+            return Err(ChangeError::NoAnswer { group, last });
+        };
+        self.known
+            .extend(seen.nodes.iter().map(|(id, addr)| (*id, addr.clone())));
+        let Some(leader) = seen.leader.filter(|leader| *leader != seen.seen_by) else {
+            return Ok(seen);
+        };
+        let Some(addr) = seen.nodes.get(&leader) else {
+            return Ok(seen);
+        };
+        match send(&addr.raft, ReplicaCall::Replicas { group }).await {
+            Ok(ReplicaReply::Replicas(from_leader)) => Ok(from_leader),
+            _ => Ok(seen),
+        }
+    }
+
+    /// Sends `call` to `target` until it is done or fails for good.
+    async fn until_done(
+        &mut self,
+        step: &str,
+        target: Target,
+        call: ReplicaCall,
+    ) -> Result<(), ChangeError> {
+        (self.progress)(step);
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        let mut reported = Instant::now();
+        loop {
+            let addr = match &target {
+                Target::Leader(group) => self.leader_addr(*group).await,
+                Target::Node(addr) => Ok(addr.clone()),
+            };
+            let error = match addr {
+                Ok(addr) => match send(&addr, call.clone()).await {
+                    Ok(_) => return Ok(()),
+                    Err(error) => error,
+                },
+                Err(ChangeError::Step { error, .. }) => error,
+                Err(other) => return Err(other),
+            };
+            if !error.is_transient() || Instant::now() > deadline {
+                return Err(ChangeError::Step {
+                    step: step.to_string(),
+                    error,
+                });
+            }
+            if reported.elapsed() > Duration::from_secs(1) {
+                (self.progress)(&format!("  {step}: {error}"));
+                reported = Instant::now();
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
+    }
+
+    /// The raft address of `group`'s leader.
+    async fn leader_addr(&mut self, group: GroupId) -> Result<String, ChangeError> {
+        let replicas = self.replicas(group).await?;
+        match replicas.leader {
+            Some(leader) => self.addr_of(leader),
+            None => Err(ChangeError::Step {
+                step: format!("find group {group}'s leader"),
+                error: CallError::Refused(ReplicaError::NotLeader {
+                    group,
+                    leader: None,
+                }),
+            }),
+        }
+    }
+
+    /// Moves `group`'s replica on node `from` to node `to`: opens a replica on `to`, adds it
+    /// as a learner, promotes it once caught up, moves leadership off `from` if it leads,
+    /// demotes `from`, closes its replica and drops it. Done steps are skipped.
+    pub async fn move_replica(
+        &mut self,
+        group: GroupId,
+        from: NodeId,
+        to: NodeId,
+    ) -> Result<(), ChangeError> {
+        let replicas = self.replicas(group).await?;
+        let to_addr = self
+            .known
+            .get(&to)
+            .cloned()
+            .ok_or(ChangeError::UnknownNode(to))?;
+        if from != to && replicas.nodes.contains_key(&from) {
+            self.add_replica(group, to, to_addr).await?;
+            self.remove_replica(group, from, Some(to)).await?;
+        } else {
+            // `from` is gone already: the move is done once `to` votes.
+            self.add_replica(group, to, to_addr).await?;
+        }
+        Ok(())
+    }
+
+    /// Adds node `to` (at `addr`) to `group` as a voter.
+    pub async fn add_replica(
+        &mut self,
+        group: GroupId,
+        to: NodeId,
+        addr: NodeAddr,
+    ) -> Result<(), ChangeError> {
+        self.known.insert(to, addr.clone());
+        let raft = addr.raft.clone();
+        self.until_done(
+            &format!("group {group}: open a replica on node {to}"),
+            Target::Node(raft.clone()),
+            ReplicaCall::Open { group },
+        )
+        .await?;
+        self.until_done(
+            &format!("group {group}: add node {to} as a learner"),
+            Target::Leader(group),
+            ReplicaCall::AddLearner {
+                group,
+                node: to,
+                addr,
+            },
+        )
+        .await?;
+        self.until_done(
+            &format!("group {group}: promote node {to} to voter once caught up"),
+            Target::Leader(group),
+            ReplicaCall::Promote { group, node: to },
+        )
+        .await
+    }
+
+    /// Removes node `from` from `group`: leadership first moves to another voter (`successor`
+    /// when given), then `from` is demoted, its replica closed, and it is dropped.
+    pub async fn remove_replica(
+        &mut self,
+        group: GroupId,
+        from: NodeId,
+        successor: Option<NodeId>,
+    ) -> Result<(), ChangeError> {
+        let replicas = self.replicas(group).await?;
+        if replicas.leader == Some(from) {
+            let next = successor
+                .filter(|node| replicas.voters.contains(node))
+                .or_else(|| {
+                    replicas
+                        .voters
+                        .iter()
+                        .copied()
+                        .filter(|node| *node != from)
+                        .max_by_key(|node| replicas.matched.get(node))
+                })
+                .ok_or(ChangeError::NoOtherVoter { group, node: from })?;
+            self.transfer_leadership(group, next).await?;
+        }
+        self.until_done(
+            &format!("group {group}: demote node {from} to learner"),
+            Target::Leader(group),
+            ReplicaCall::Demote { group, node: from },
+        )
+        .await?;
+        match self.addr_of(from) {
+            Ok(addr) => {
+                let closed = self
+                    .until_done(
+                        &format!("group {group}: close node {from}'s replica"),
+                        Target::Node(addr.clone()),
+                        ReplicaCall::Close { group },
+                    )
+                    .await;
+                if let Err(error) = closed {
+                    // A node that is down keeps its wiped-to-be replica until it is asked
+                    // again; it no longer votes, so the group does not need it.
+                    (self.progress)(&format!("  group {group}: node {from} not closed: {error}"));
+                }
+            }
+            Err(error) => (self.progress)(&format!("  {error}")),
+        }
+        self.until_done(
+            &format!("group {group}: drop node {from}"),
+            Target::Leader(group),
+            ReplicaCall::RemoveLearner { group, node: from },
+        )
+        .await
+    }
+
+    /// Hands `group`'s leadership to voter `to`, which keeps it (the balancer leaves it).
+    pub async fn transfer_leadership(
+        &mut self,
+        group: GroupId,
+        to: NodeId,
+    ) -> Result<(), ChangeError> {
+        let addr = self.addr_of(to)?;
+        self.until_done(
+            &format!("group {group}: pin leadership on node {to}"),
+            Target::Node(addr.clone()),
+            ReplicaCall::Pin { group },
+        )
+        .await?;
+        self.until_done(
+            &format!("group {group}: transfer leadership to node {to}"),
+            Target::Leader(group),
+            ReplicaCall::TransferLeadership { group, to },
+        )
+        .await
+    }
+}

@@ -1,0 +1,175 @@
+//! Moving a group's replicas between nodes while it takes writes: a new node joins, the
+//! leader's replica moves onto it by joint consensus, and every acknowledged write survives.
+//! An interrupted move completes when it is run again.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::{local_get, wait_applied, Cluster};
+use raft::coordinator::Coordinator;
+use raft::replica_call::send;
+use raft::{Groups, NodeId, Op, ReplicaCall, Request, Response};
+use resp::Frame;
+
+/// Writes `key{i}` = `i` for i = 0, 1, ... through whichever node leads group 0, until `stop`;
+/// returns the writes acknowledged.
+async fn write_until(nodes: Vec<Arc<Groups>>, stop: Arc<AtomicBool>) -> Vec<u64> {
+    let mut acknowledged = Vec::new();
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let request = Request {
+            now_ms: 1,
+            seed: 0,
+            op: Op::Command(vec![
+                b"SET".to_vec(),
+                format!("key{i}").into_bytes(),
+                i.to_string().into_bytes(),
+            ]),
+        };
+        let Some(leader) = nodes.iter().find(|groups| groups.is_leader(0)) else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        if let Ok(pending) = leader.propose(0, request).await {
+            if let Ok(Response::Reply(Frame::Simple(_))) = pending.outcome().await {
+                acknowledged.push(i);
+            }
+        }
+        i += 1;
+    }
+    acknowledged
+}
+
+fn progress(step: &str) {
+    eprintln!("{step}");
+}
+
+fn voters(cluster: &Cluster, leader: NodeId) -> BTreeSet<NodeId> {
+    cluster.node(leader).groups.replicas(0).unwrap().voters
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leaders_replica_moves_to_a_new_node_under_writes() {
+    let mut cluster = Cluster::start(200).await;
+    cluster.wait_settled().await;
+    cluster.join(4).await;
+    assert!(
+        cluster.node(4).groups.raft(0).is_none(),
+        "a joiner starts empty"
+    );
+
+    let nodes: Vec<Arc<Groups>> = (1..=4).map(|id| cluster.node(id).groups.clone()).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = tokio::spawn(write_until(nodes, stop.clone()));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let mut coordinator = Coordinator::new(vec![cluster.raft_addr(2)], progress);
+    coordinator.learn(4, cluster.joiners[&4].clone());
+    let started = Instant::now();
+    coordinator.move_replica(0, 1, 4).await.unwrap();
+    eprintln!("moved in {:?}", started.elapsed());
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acknowledged = writer.await.unwrap();
+    assert!(
+        acknowledged.len() > 20,
+        "too few writes: {}",
+        acknowledged.len()
+    );
+
+    let leader = cluster
+        .wait_leader(&[2, 3, 4], Duration::from_secs(10))
+        .await;
+    assert_eq!(voters(&cluster, leader), BTreeSet::from([2, 3, 4]));
+    let replicas = cluster.node(leader).groups.replicas(0).unwrap();
+    assert!(
+        replicas.learners.is_empty() && !replicas.joint,
+        "{replicas:?}"
+    );
+    // Node 1 no longer replicates the group, and holds none of its keys.
+    assert!(cluster.node(1).groups.raft(0).is_none());
+    assert_eq!(local_get(cluster.node(1), "key0"), Frame::Null);
+    // Every acknowledged write is on the new replica (it got a snapshot: the log is purged
+    // every 200 entries).
+    let last = *acknowledged.last().unwrap();
+    wait_applied(
+        cluster.node(4),
+        &format!("key{last}"),
+        &last.to_string(),
+        Duration::from_secs(10),
+    )
+    .await;
+    for i in &acknowledged {
+        assert_eq!(
+            local_get(cluster.node(4), &format!("key{i}")),
+            Frame::Bulk(i.to_string().into()),
+            "acknowledged write {i} missing on the new replica"
+        );
+    }
+
+    // Running the same move again changes nothing.
+    coordinator.move_replica(0, 1, 4).await.unwrap();
+    assert_eq!(voters(&cluster, leader), BTreeSet::from([2, 3, 4]));
+
+    // Restarted, node 1 stays out of the group (retired) and node 4 comes back in it.
+    cluster.stop(1).await;
+    cluster.restart(1).await;
+    assert!(cluster.node(1).groups.raft(0).is_none());
+    cluster.stop(4).await;
+    cluster.restart(4).await;
+    assert!(cluster.node(4).groups.raft(0).is_some());
+    wait_applied(
+        cluster.node(4),
+        &format!("key{last}"),
+        &last.to_string(),
+        Duration::from_secs(10),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_move_interrupted_after_promotion_completes_when_run_again() {
+    let mut cluster = Cluster::start(10_000).await;
+    let leader = cluster.wait_settled().await;
+    cluster.join(4).await;
+    let four = cluster.joiners[&4].clone();
+    let at_leader = cluster.raft_addr(leader);
+
+    // A coordinator that got as far as promoting node 4, then died.
+    send(&four.raft, ReplicaCall::Open { group: 0 })
+        .await
+        .unwrap();
+    send(
+        &at_leader,
+        ReplicaCall::AddLearner {
+            group: 0,
+            node: 4,
+            addr: four.clone(),
+        },
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while let Err(error) = send(&at_leader, ReplicaCall::Promote { group: 0, node: 4 }).await {
+        assert!(error.is_transient(), "{error}");
+        assert!(Instant::now() < deadline, "node 4 never caught up: {error}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(voters(&cluster, leader), BTreeSet::from([1, 2, 3, 4]));
+    // Closing a voter's replica is refused: it would lose acknowledged entries.
+    let refused = send(&cluster.raft_addr(3), ReplicaCall::Close { group: 0 }).await;
+    assert!(refused.is_err(), "a voter's replica was closed");
+
+    // Another coordinator runs the whole move again: it finishes what is left.
+    let mut coordinator = Coordinator::new(vec![cluster.raft_addr(3)], progress);
+    coordinator.move_replica(0, 3, 4).await.unwrap();
+    let leader = cluster
+        .wait_leader(&[1, 2, 4], Duration::from_secs(10))
+        .await;
+    assert_eq!(voters(&cluster, leader), BTreeSet::from([1, 2, 4]));
+    assert!(cluster.node(3).groups.raft(0).is_none());
+}
