@@ -48,6 +48,10 @@ pub struct Config {
     pub members: Vec<String>,
     /// Replicas of each slot group (at most the number of members).
     pub replicas: usize,
+    /// For a node joining a running cluster, outside `members`: its own addresses as
+    /// `CLIENT_HOST:PORT/RAFT_HOST:PORT`. It starts replicating nothing; `autocache admin
+    /// add-node` moves replicas onto it. Empty: a member.
+    pub join: String,
     /// Port of the Prometheus endpoint (`GET /metrics`) on the bind address; 0: none.
     pub metrics_port: u16,
     /// The cluster's name in gossip: members of another cluster are ignored.
@@ -78,6 +82,7 @@ impl Default for Config {
             node_id: 1,
             members: Vec::new(),
             replicas: 3,
+            join: String::new(),
             metrics_port: 0,
             cluster_id: "autocache".to_string(),
             unsafe_stale_reads: false,
@@ -120,18 +125,32 @@ impl Config {
         }
         if !self.members.is_empty() {
             let members = self.member_map()?;
-            let Some(me) = members.get(&self.node_id) else {
-                bail!("node-id {} is not in members", self.node_id);
+            let me = match self.joining()? {
+                Some(me) => {
+                    if members.contains_key(&self.node_id) {
+                        bail!(
+                            "node-id {} is a member: only a new id can join",
+                            self.node_id
+                        );
+                    }
+                    me
+                }
+                None => match members.get(&self.node_id) {
+                    Some(me) => me.clone(),
+                    None => bail!("node-id {} is not in members", self.node_id),
+                },
             };
             let port = me.client.rsplit_once(':').map(|(_, port)| port);
             if port != Some(self.port.to_string().as_str()) {
                 bail!(
-                    "members give node {} the client address {}, but it listens on port {}",
+                    "node {} has the client address {}, but it listens on port {}",
                     self.node_id,
                     me.client,
                     self.port
                 );
             }
+        } else if !self.join.is_empty() {
+            bail!("join needs members: the cluster's member list, to find it");
         }
         if self.cluster_id.is_empty() || self.cluster_id.len() > 64 {
             bail!("cluster-id must be 1 to 64 characters");
@@ -156,6 +175,29 @@ impl Config {
             }
         }
         Ok(members)
+    }
+
+    /// This node's own addresses when it joins a running cluster (`join`), else None.
+    pub fn joining(&self) -> anyhow::Result<Option<NodeAddr>> {
+        if self.join.is_empty() {
+            return Ok(None);
+        }
+        let (_, addr) =
+            parse_member(&format!("{}={}", self.node_id, self.join)).with_context(|| {
+                format!(
+                    "bad join {:?}: expected CLIENT_HOST:PORT/RAFT_HOST:PORT",
+                    self.join
+                )
+            })?;
+        Ok(Some(addr))
+    }
+
+    /// This node's addresses: its member entry, or what it joins with.
+    pub fn own_addr(&self) -> anyhow::Result<Option<NodeAddr>> {
+        match self.joining()? {
+            Some(addr) => Ok(Some(addr)),
+            None => Ok(self.member_map()?.get(&self.node_id).cloned()),
+        }
     }
 
     /// Where this node's groups live: the member list, or this node alone (clients reach it at

@@ -56,11 +56,17 @@ pub struct DevClusterArgs {
     /// Entries between two snapshots of a group.
     #[arg(long, value_name = "ENTRIES")]
     snapshot_every: Option<u64>,
+    /// Extra nodes started with `--join`, replicating nothing until `autocache admin add-node`
+    /// moves replicas onto them (numbered after the members).
+    #[arg(long, default_value_t = 0)]
+    spare: u16,
 }
 
 /// One node of the cluster: how to start it and where it listens.
 struct Node {
     id: u16,
+    /// Started with `--join`: not a member, replicates nothing yet.
+    spare: bool,
     client: SocketAddr,
     raft: SocketAddr,
     dir: PathBuf,
@@ -72,18 +78,20 @@ struct Running {
 }
 
 pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
-    if !(1..=100).contains(&args.nodes) {
-        bail!("--nodes must be between 1 and 100");
+    if !(1..=100).contains(&args.nodes) || args.spare > 100 {
+        bail!("--nodes must be between 1 and 100, --spare at most 100");
     }
-    let last_port = args.base_port as u32 + args.nodes as u32 - 1 + METRICS_PORT_OFFSET as u32;
+    let total = args.nodes + args.spare;
+    let last_port = args.base_port as u32 + total as u32 - 1 + METRICS_PORT_OFFSET as u32;
     if last_port > u16::MAX as u32 {
         bail!("--base-port too high: metrics ports are client ports + {METRICS_PORT_OFFSET}");
     }
-    let nodes: Vec<Node> = (1..=args.nodes)
+    let nodes: Vec<Node> = (1..=total)
         .map(|id| {
             let port = args.base_port + id - 1;
             Node {
                 id,
+                spare: id > args.nodes,
                 client: SocketAddr::from(([127, 0, 0, 1], port)),
                 raft: SocketAddr::from(([127, 0, 0, 1], port + RAFT_PORT_OFFSET)),
                 dir: args.data_dir.join(format!("node{id}")),
@@ -92,6 +100,7 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         .collect();
     let members: Vec<String> = nodes
         .iter()
+        .filter(|n| !n.spare)
         .map(|n| format!("{}={}/{}", n.id, n.client, n.raft))
         .collect();
     let exe = std::env::current_exe().context("find the autocache executable")?;
@@ -118,6 +127,9 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
             .arg(&node.dir)
             .args(["--node-id", &node.id.to_string()])
             .args(["--members", &members.join(",")]);
+        if node.spare {
+            command.args(["--join", &format!("{}/{}", node.client, node.raft)]);
+        }
         if let Some(groups) = args.groups {
             command.args(["--groups", &groups.to_string()]);
         }
@@ -208,7 +220,11 @@ async fn supervise(running: &mut [Running], groups: usize) -> anyhow::Result<()>
             bail!("every node exited");
         }
         if !ready {
-            let clients: Vec<SocketAddr> = running.iter().map(|r| r.node.client).collect();
+            let clients: Vec<SocketAddr> = running
+                .iter()
+                .filter(|r| !r.node.spare)
+                .map(|r| r.node.client)
+                .collect();
             if clients
                 .iter()
                 .all(|&addr| cluster_ok(addr, &clients, groups))
@@ -219,6 +235,17 @@ async fn supervise(running: &mut [Running], groups: usize) -> anyhow::Result<()>
                     started.elapsed().as_secs_f64(),
                     clients[0].port()
                 );
+                for spare in running.iter().filter(|r| r.node.spare) {
+                    let node = &spare.node;
+                    say!(
+                        "node {} is spare: grow the cluster onto it with autocache admin --node {} add-node {} --client {} --raft {}",
+                        node.id,
+                        running[0].node.raft,
+                        node.id,
+                        node.client,
+                        node.raft
+                    );
+                }
             } else if started.elapsed() > READY_TIMEOUT {
                 bail!("the groups were not led by their preferred leaders after {READY_TIMEOUT:?}");
             }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
+mod admin;
+mod admin_plan;
 mod client;
 mod cmd;
 mod config;
@@ -43,6 +45,8 @@ enum Command {
     Server(ServerArgs),
     /// Runs a local cluster of N server processes until Ctrl-C.
     DevCluster(dev_cluster::DevClusterArgs),
+    /// Shows a running cluster and moves its replicas and leaders (add or remove a node).
+    Admin(admin::AdminArgs),
 }
 
 #[derive(Parser)]
@@ -84,6 +88,10 @@ struct ServerArgs {
     /// Replicas of each slot group (at most the number of members).
     #[arg(long)]
     replicas: Option<usize>,
+    /// Join a running cluster (given by --members) as a new node with these addresses:
+    /// CLIENT_HOST:PORT/RAFT_HOST:PORT. It replicates nothing until `autocache admin add-node`.
+    #[arg(long, value_name = "ADDRS")]
+    join: Option<String>,
     /// Port of the Prometheus endpoint (GET /metrics); 0: none.
     #[arg(long)]
     metrics_port: Option<u16>,
@@ -134,6 +142,9 @@ impl ServerArgs {
         }
         if let Some(n) = self.replicas {
             config.replicas = n;
+        }
+        if let Some(join) = self.join {
+            config.join = join;
         }
         if let Some(port) = self.metrics_port {
             config.metrics_port = port;
@@ -188,6 +199,11 @@ fn main() -> anyhow::Result<()> {
             runtime.block_on(run_server(config))
         }
         Command::DevCluster(args) => dev_cluster::run(args),
+        Command::Admin(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("start the async runtime")?
+            .block_on(admin::run(args)),
     }
 }
 

@@ -6,15 +6,15 @@
 //! number), so a static member list needs no more configuration: every other member's raft
 //! address is a seed.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use gossip::{Gossip, GossipConfig, Health, LeaderHint, Network, NodeInfo};
+use gossip::{Gossip, GossipConfig, Health, LeaderHint, Member, Network, NodeInfo};
 use parking_lot::RwLock;
-use raft::NodeId;
+use raft::{NodeAddr, NodeId};
 
 use crate::config::Config;
 use crate::server::Server;
@@ -45,11 +45,11 @@ impl Liveness {
 
 /// Starts gossiping, for a node with other members; None for a node alone.
 pub async fn start(config: &Config) -> anyhow::Result<Option<Gossip>> {
-    if config.members.len() < 2 {
+    if config.members.len() < 2 && config.join.is_empty() {
         return Ok(None);
     }
     let members = config.member_map()?;
-    let me = &members[&config.node_id];
+    let me = &config.own_addr()?.context("this node has no address")?;
     let listen: SocketAddr = tokio::net::lookup_host(&me.raft)
         .await
         .with_context(|| format!("resolve this node's raft address {}", me.raft))?
@@ -93,14 +93,14 @@ pub async fn run(server: Arc<Server>, gossip: Gossip) {
             gossip.set_leads(&leads).await;
             published = Some(leads);
         }
-        let down: BTreeSet<NodeId> = gossip
-            .members()
-            .await
-            .into_iter()
+        let members = gossip.members().await;
+        let down: BTreeSet<NodeId> = members
+            .iter()
             .filter(|member| member.health == Health::Down)
             .map(|member| member.info.id)
             .collect();
         server.liveness.update(down);
+        hint_leaders(&server, &members);
         tokio::select! {
             _ = tokio::time::sleep(REFRESH) => {}
             _ = server.shutting_down() => break,
@@ -108,5 +108,42 @@ pub async fn run(server: Arc<Server>, gossip: Gossip) {
     }
     if let Err(error) = gossip.shutdown().await {
         tracing::warn!(%error, "gossip did not stop cleanly");
+    }
+}
+
+/// Tells the groups which nodes gossip hears from, and which node it says leads each group
+/// (the newest term wins), so this node lists every node to cluster clients and redirects them
+/// well for groups it does not replicate.
+fn hint_leaders(server: &Server, members: &[Member]) {
+    let heard = members
+        .iter()
+        .filter(|member| member.health != Health::Down)
+        .map(|member| {
+            let addr = NodeAddr {
+                client: member.info.client.clone(),
+                raft: member.info.raft.clone(),
+            };
+            (member.info.id, addr)
+        })
+        .collect();
+    server.groups.set_gossiped_members(heard);
+    let mut newest: BTreeMap<u32, (u64, &Member)> = BTreeMap::new();
+    for member in members
+        .iter()
+        .filter(|member| member.health == Health::Alive)
+    {
+        for hint in &member.leads {
+            let entry = newest.entry(hint.group).or_insert((hint.term, member));
+            if hint.term > entry.0 {
+                *entry = (hint.term, member);
+            }
+        }
+    }
+    for (group, (_, member)) in newest {
+        let addr = NodeAddr {
+            client: member.info.client.clone(),
+            raft: member.info.raft.clone(),
+        };
+        server.groups.hint_leader(group, member.info.id, addr);
     }
 }

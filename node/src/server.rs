@@ -52,6 +52,12 @@ pub struct Server {
     shutdown: watch::Sender<bool>,
 }
 
+impl AsRef<Groups> for Server {
+    fn as_ref(&self) -> &Groups {
+        &self.groups
+    }
+}
+
 impl Server {
     /// How cluster clients see member `id`.
     pub fn node_view(&self, id: NodeId) -> NodeView {
@@ -72,11 +78,8 @@ impl Server {
                 down: false,
             };
         }
-        let client = groups
-            .placement()
-            .member(id)
-            .map(|addr| addr.client.as_str())
-            .unwrap_or_default();
+        let addr = groups.member_addr(id);
+        let client = addr.as_ref().map_or("", |addr| addr.client.as_str());
         let (ip, port) = client.rsplit_once(':').unwrap_or((client, "0"));
         NodeView {
             name: member_name(id),
@@ -190,7 +193,7 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             dir: config.data_dir.join("raft"),
             snapshot_every: config.snapshot_every,
             link_filter: None,
-            joining: None,
+            joining: config.joining()?,
             unsafe_stale_reads: config.unsafe_stale_reads,
         },
         db.clone(),
@@ -250,6 +253,8 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             weak.upgrade()
                 .map_or(0, |server| server.pubsub.publish(channel, message))
         }));
+    // The admin API and coordinating nodes move replicas through this node's groups.
+    server.groups.serve_replica_calls(Arc::downgrade(&server));
     Ok(Bound {
         listener,
         metrics_listener,

@@ -77,18 +77,40 @@ impl<P: FnMut(&str)> Coordinator<P> {
             .ok_or(ChangeError::UnknownNode(node))
     }
 
+    /// Learns every node the seeds know of.
+    async fn discover(&mut self) {
+        for addr in self.seeds.clone() {
+            if let Ok(ReplicaReply::Members(members)) = send(&addr, ReplicaCall::Members).await {
+                for (id, addr) in members {
+                    self.known.entry(id).or_insert(addr);
+                }
+                return;
+            }
+        }
+    }
+
     /// `group`'s replicas, from its leader's point of view when the leader answers.
     pub async fn replicas(&mut self, group: GroupId) -> Result<GroupReplicas, ChangeError> {
+        if self.known.is_empty() {
+            self.discover().await;
+        }
         let mut addrs = self.seeds.clone();
         addrs.extend(self.known.values().map(|addr| addr.raft.clone()));
         addrs.dedup();
         let mut last = String::from("no node to ask");
-        let mut seen = None;
+        let mut seen: Option<GroupReplicas> = None;
         for addr in &addrs {
             match send(addr, ReplicaCall::Replicas { group }).await {
+                // A replica that knows no leader (a new one not yet reached, or one cut off)
+                // is a last resort: another may know where the group is.
                 Ok(ReplicaReply::Replicas(replicas)) => {
-                    seen = Some(replicas);
-                    break;
+                    let knows_leader = replicas.leader.is_some();
+                    if knows_leader || seen.is_none() {
+                        seen = Some(replicas);
+                    }
+                    if knows_leader {
+                        break;
+                    }
                 }
                 Ok(other) => last = format!("unexpected answer {other:?}"),
                 Err(CallError::Refused(ReplicaError::NoSuchGroup(_))) => {

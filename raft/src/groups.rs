@@ -109,6 +109,8 @@ pub struct Groups {
     pub(crate) pinned: Shared<BTreeSet<GroupId>>,
     /// The leaders gossip names for groups this node does not replicate.
     hints: RwLock<BTreeMap<GroupId, (NodeId, NodeAddr)>>,
+    /// The nodes gossip hears from (a node that replicates nothing yet is known only so).
+    gossiped: RwLock<BTreeMap<NodeId, NodeAddr>>,
     /// Set to stop the raft service, the leader balancer and the leader watchers.
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -206,6 +208,7 @@ impl Groups {
                 .collect(),
             pinned: Shared::default(),
             hints: RwLock::default(),
+            gossiped: RwLock::default(),
             stop,
             tasks: Mutex::new(tasks),
         };
@@ -452,6 +455,39 @@ impl Groups {
         }
         let id = self.placement.preferred_leader(group);
         Some((id, self.placement.member(id)?.clone()))
+    }
+
+    /// Every node this node knows of: the static members, the replicas of the groups it runs,
+    /// and the leaders gossip named. With their addresses.
+    pub fn members(&self) -> BTreeMap<NodeId, NodeAddr> {
+        let mut members = self.placement.members().clone();
+        for raft in self.rafts.read().iter().flatten() {
+            let metrics = raft.metrics();
+            let metrics = metrics.borrow_watched();
+            for (id, addr) in metrics.membership_config.membership().nodes() {
+                members.insert(*id, addr.clone());
+            }
+        }
+        for (id, addr) in self.hints.read().values() {
+            members.entry(*id).or_insert_with(|| addr.clone());
+        }
+        for (id, addr) in self.gossiped.read().iter() {
+            members.entry(*id).or_insert_with(|| addr.clone());
+        }
+        members
+    }
+
+    /// Records the nodes gossip hears from: nodes that replicate nothing yet are known so.
+    pub fn set_gossiped_members(&self, members: BTreeMap<NodeId, NodeAddr>) {
+        *self.gossiped.write() = members;
+    }
+
+    /// The addresses of node `id`, if this node knows it (see [`Groups::members`]).
+    pub fn member_addr(&self, id: NodeId) -> Option<NodeAddr> {
+        if let Some(addr) = self.placement.member(id) {
+            return Some(addr.clone());
+        }
+        self.members().remove(&id)
     }
 
     /// Records that gossip names `leader` (at `addr`) as the leader of `group`: where this node

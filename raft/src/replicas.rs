@@ -58,6 +58,8 @@ pub enum ReplicaCall {
     TransferLeadership { group: GroupId, to: NodeId },
     /// Keep leading the group once given it: the leader balancer leaves it alone.
     Pin { group: GroupId },
+    /// Every node the receiving node knows of (see `Groups::members`).
+    Members,
 }
 
 /// What a node answers to a [`ReplicaCall`].
@@ -65,6 +67,7 @@ pub enum ReplicaCall {
 pub enum ReplicaReply {
     Done,
     Replicas(GroupReplicas),
+    Members(BTreeMap<NodeId, NodeAddr>),
 }
 
 /// A group's replicas as one node sees them.
@@ -206,6 +209,7 @@ impl Groups {
                 done(self.transfer_leadership(group, to).await)
             }
             ReplicaCall::Pin { group } => done(self.pin_leadership(group)),
+            ReplicaCall::Members => Ok(ReplicaReply::Members(self.members())),
         }
     }
 

@@ -69,10 +69,9 @@ fn topology(session: &Session) -> Vec<Shard> {
     let ranges = group_ranges(session);
     server
         .groups
-        .placement()
         .members()
-        .keys()
-        .map(|&id| Shard {
+        .into_keys()
+        .map(|id| Shard {
             slots: ranges
                 .iter()
                 .filter(|r| r.2 == id)
