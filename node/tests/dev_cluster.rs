@@ -561,3 +561,113 @@ fn gossip_marks_a_killed_node_failed_until_it_returns() {
         !line.contains("fail") && line.contains(" connected")
     });
 }
+
+/// Runs `autocache admin` against node 1 of `cluster`; returns its output and duration.
+fn admin(cluster: &DevCluster, args: &[&str]) -> (String, Duration) {
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_autocache"))
+        .arg("admin")
+        .args(["--node", &format!("127.0.0.1:{}", cluster.port(1) + 10000)])
+        .args(args)
+        .output()
+        .expect("run autocache admin");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "admin {args:?} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (stdout, started.elapsed())
+}
+
+/// The REPLICAS and LEADS columns of `autocache admin status`'s node table, by node.
+fn shares(status: &str) -> Vec<(u16, usize, usize)> {
+    status
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("NODE"))
+        .skip(1)
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            Some((
+                fields.first()?.parse().ok()?,
+                fields.get(3)?.parse().ok()?,
+                fields.get(4)?.parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+/// Asserts that nodes `on` hold every replica and leadership, evenly (within one), and the
+/// others none.
+fn assert_even(status: &str, on: &[u16]) {
+    let shares = shares(status);
+    let held: Vec<_> = shares.iter().filter(|s| on.contains(&s.0)).collect();
+    assert_eq!(held.len(), on.len(), "{status}");
+    for (field, name) in [(1, "replicas"), (2, "leaders")] {
+        let counts: Vec<usize> = held
+            .iter()
+            .map(|s| if field == 1 { s.1 } else { s.2 })
+            .collect();
+        let (min, max) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
+        assert!(max - min <= 1, "{name} uneven over {on:?}:\n{status}");
+    }
+    for share in shares.iter().filter(|s| !on.contains(&s.0)) {
+        assert_eq!(
+            (share.1, share.2),
+            (0, 0),
+            "node {} kept a share:\n{status}",
+            share.0
+        );
+    }
+}
+
+#[test]
+fn the_cluster_grows_to_five_nodes_and_shrinks_back_while_redis_py_writes() {
+    let cluster = DevCluster::start(3, &["--spare", "2"]);
+    let script = format!("{}/tests/clients/redis_py_failover.py", manifest_dir());
+    // Redirects are followed by the client; any other error fails the run.
+    let client = Command::new("python3")
+        .arg(&script)
+        .arg(cluster.port(1).to_string())
+        .arg("30")
+        .arg("0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    std::thread::sleep(Duration::from_secs(2));
+    let node = |id: u16| {
+        [
+            "--client".to_string(),
+            format!("127.0.0.1:{}", cluster.port(id)),
+            "--raft".to_string(),
+            format!("127.0.0.1:{}", cluster.port(id) + 10000),
+        ]
+    };
+    let steps: [(Vec<String>, &[u16]); 4] = [
+        (
+            [vec!["add-node".into(), "4".into()], node(4).to_vec()].concat(),
+            &[1, 2, 3, 4],
+        ),
+        (
+            [vec!["add-node".into(), "5".into()], node(5).to_vec()].concat(),
+            &[1, 2, 3, 4, 5],
+        ),
+        (vec!["remove-node".into(), "5".into()], &[1, 2, 3, 4]),
+        (vec!["remove-node".into(), "4".into()], &[1, 2, 3]),
+    ];
+    for (args, on) in steps {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let (out, took) = admin(&cluster, &args);
+        eprintln!("{} took {:.1}s", args[..2].join(" "), took.as_secs_f64());
+        assert_even(&out, on);
+    }
+    let out = client.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("failover: ok"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{stdout}");
+}

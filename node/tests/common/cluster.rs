@@ -53,7 +53,13 @@ fn free_base_port(nodes: u16) -> u16 {
 impl DevCluster {
     /// Starts `nodes` nodes with extra dev-cluster flags and waits until every group has a
     /// leader.
-    pub fn start(nodes: u16, extra: &[&str]) -> DevCluster {
+    pub fn start(members: u16, extra: &[&str]) -> DevCluster {
+        // Spare nodes (`--spare N`) are numbered after the members and get ports too.
+        let spare: u16 = extra
+            .windows(2)
+            .find(|pair| pair[0] == "--spare")
+            .map_or(0, |pair| pair[1].parse().expect("--spare N"));
+        let nodes = members + spare;
         let base_port = free_base_port(nodes);
         let dir = std::env::temp_dir().join(format!(
             "autocache-cluster-{}-{base_port}",
@@ -62,7 +68,7 @@ impl DevCluster {
         let _ = std::fs::remove_dir_all(&dir);
         let mut supervisor = Command::new(env!("CARGO_BIN_EXE_autocache"))
             .arg("dev-cluster")
-            .args(["--nodes", &nodes.to_string()])
+            .args(["--nodes", &members.to_string()])
             .args(["--base-port", &base_port.to_string()])
             .arg("--data-dir")
             .arg(&dir)
