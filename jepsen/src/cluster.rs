@@ -93,6 +93,16 @@ impl Cluster {
         SocketAddrV4::new(self.net.ip(node), CLIENT_PORT)
     }
 
+    /// Where node `node` (1-based) serves raft and the admin API.
+    pub fn raft_addr(&self, node: usize) -> SocketAddrV4 {
+        SocketAddrV4::new(self.net.ip(node), RAFT_PORT)
+    }
+
+    /// The `autocache` binary the nodes run.
+    pub fn binary(&self) -> &Path {
+        &self.config.binary
+    }
+
     /// How many nodes the cluster has.
     pub fn nodes(&self) -> usize {
         self.config.nodes

@@ -32,6 +32,8 @@ pub mod nemesis;
 pub mod net;
 /// The shapes of partitions: halves, an isolated node, a majorities ring, a bridge.
 pub mod partition;
+/// The membership nemesis: replica moves and leader transfers through `autocache admin`.
+pub mod reconfigure;
 /// The register workload's operations.
 pub mod register_workload;
 /// A run's HTML page: timeline, nemesis windows, throughput and latency.

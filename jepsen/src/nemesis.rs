@@ -11,6 +11,7 @@ use rand::Rng;
 use crate::cluster::Cluster;
 use crate::net::Link;
 use crate::partition;
+use crate::reconfigure::{Change, ChangeKind};
 use crate::strobe::Strobe;
 
 /// A kind of fault.
@@ -42,11 +43,19 @@ pub enum FaultKind {
     ClockStrobe,
     /// Every node drops 20% of the packets other nodes send it (iptables statistic match).
     Loss,
+    /// A random group's replica on a random voter moved to a node outside the group
+    /// (`autocache admin move-replica`: add, promote, demote, remove), cut off when the window
+    /// ends if it has not finished.
+    MoveReplica,
+    /// A random group's leader's replica moved away (leadership transferred first).
+    MoveLeader,
+    /// A random group's leadership handed to another voter.
+    TransferLeader,
 }
 
 impl FaultKind {
     /// Every kind, as `--nemesis all` asks for.
-    pub const ALL: [FaultKind; 13] = [
+    pub const ALL: [FaultKind; 16] = [
         FaultKind::Partition,
         FaultKind::PartitionLeader,
         FaultKind::PartitionRing,
@@ -60,6 +69,9 @@ impl FaultKind {
         FaultKind::Clock,
         FaultKind::ClockStrobe,
         FaultKind::Loss,
+        FaultKind::MoveReplica,
+        FaultKind::MoveLeader,
+        FaultKind::TransferLeader,
     ];
 
     fn name(self) -> &'static str {
@@ -77,6 +89,9 @@ impl FaultKind {
             FaultKind::Clock => "clock",
             FaultKind::ClockStrobe => "clock-strobe",
             FaultKind::Loss => "loss",
+            FaultKind::MoveReplica => "move-replica",
+            FaultKind::MoveLeader => "move-leader",
+            FaultKind::TransferLeader => "transfer-leader",
         }
     }
 
@@ -87,6 +102,11 @@ impl FaultKind {
             match name {
                 "" | "none" => {}
                 "all" => kinds.extend(FaultKind::ALL),
+                "membership" => kinds.extend(
+                    FaultKind::ALL
+                        .into_iter()
+                        .filter(|kind| kind.family() == Family::Membership),
+                ),
                 name => kinds.push(name.parse()?),
             }
         }
@@ -114,6 +134,9 @@ impl FaultKind {
             | FaultKind::Pause
             | FaultKind::PauseLeader => Family::Process,
             FaultKind::Clock | FaultKind::ClockStrobe => Family::Clock,
+            FaultKind::MoveReplica | FaultKind::MoveLeader | FaultKind::TransferLeader => {
+                Family::Membership
+            }
         }
     }
 }
@@ -127,6 +150,8 @@ enum Family {
     Clock,
     Network,
     Process,
+    /// Last: a change is started once the window's other faults are in force.
+    Membership,
 }
 
 impl FromStr for FaultKind {
@@ -138,7 +163,10 @@ impl FromStr for FaultKind {
             .find(|kind| kind.name() == s)
             .ok_or_else(|| {
                 let names: Vec<&str> = FaultKind::ALL.iter().map(|k| k.name()).collect();
-                format!("unknown nemesis {s:?} ({}, all, none)", names.join(", "))
+                format!(
+                    "unknown nemesis {s:?} ({}, membership, all, none)",
+                    names.join(", ")
+                )
             })
     }
 }
@@ -180,6 +208,9 @@ pub struct Fault {
     pub nodes: Vec<usize>,
     links: Vec<Link>,
     strobe: Option<Strobe>,
+    /// The membership change under way, and once healed, what it did.
+    change: Option<Change>,
+    pub outcome: Option<String>,
 }
 
 impl Fault {
@@ -190,6 +221,8 @@ impl Fault {
             nodes,
             links: Vec::new(),
             strobe: None,
+            change: None,
+            outcome: None,
         }
     }
 }
@@ -197,9 +230,15 @@ impl Fault {
 impl fmt::Display for Fault {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let nodes: Vec<String> = self.nodes.iter().map(|n| format!("n{n}")).collect();
-        write!(f, "{} {}", self.kind, nodes.join(","))?;
+        write!(f, "{}", self.kind)?;
+        if !nodes.is_empty() {
+            write!(f, " {}", nodes.join(","))?;
+        }
         if self.offset != 0 {
             write!(f, " {:+}s", self.offset)?;
+        }
+        if let Some(outcome) = &self.outcome {
+            write!(f, ": {outcome}")?;
         }
         Ok(())
     }
@@ -273,6 +312,23 @@ pub fn install(
             if kind == FaultKind::ClockStrobe {
                 fault.strobe = Some(Strobe::start(cluster.clock_file(node), offset));
             }
+            Ok(fault)
+        }
+        FaultKind::MoveReplica | FaultKind::MoveLeader | FaultKind::TransferLeader => {
+            let change = match kind {
+                FaultKind::MoveReplica => ChangeKind::MoveReplica,
+                FaultKind::MoveLeader => ChangeKind::MoveLeader,
+                _ => ChangeKind::TransferLeader,
+            };
+            let mut admin: Vec<_> = (1..=n).map(|node| cluster.raft_addr(node)).collect();
+            admin.shuffle(rng);
+            let mut fault = Fault::on(kind, Vec::new());
+            fault.change = Some(Change::start(
+                cluster.binary().to_path_buf(),
+                admin,
+                change,
+                rng.random(),
+            ));
             Ok(fault)
         }
         FaultKind::Loss => {
@@ -369,6 +425,11 @@ pub fn heal(cluster: &mut Cluster, fault: &mut Fault) -> Result<(), String> {
                 if !healed {
                     return Err(format!("n{node} did not come back after {}", fault.kind));
                 }
+            }
+        }
+        Family::Membership => {
+            if let Some(mut change) = fault.change.take() {
+                fault.outcome = Some(change.finish());
             }
         }
         Family::Clock => {

@@ -9,6 +9,7 @@ use std::process::Command;
 
 /// Runs `jepsen test` and returns its exit code and output.
 fn jepsen_test(
+    nodes: usize,
     workload: &str,
     nemesis: &str,
     seed: u64,
@@ -17,7 +18,13 @@ fn jepsen_test(
     out: &Path,
 ) -> (Option<i32>, String) {
     let output = Command::new(env!("CARGO_BIN_EXE_jepsen"))
-        .args(["test", "--nodes", "3", "--workload", workload])
+        .args([
+            "test",
+            "--nodes",
+            &nodes.to_string(),
+            "--workload",
+            workload,
+        ])
         .args(["--nemesis", nemesis])
         .args(["--time-limit", &time_limit.to_string()])
         .args(["--seed", &seed.to_string()])
@@ -40,8 +47,12 @@ fn valid_under(nemesis: &str, seed: u64) {
 }
 
 fn workload_valid_under(workload: &str, nemesis: &str, seed: u64) {
+    workload_valid_on(3, workload, nemesis, seed);
+}
+
+fn workload_valid_on(nodes: usize, workload: &str, nemesis: &str, seed: u64) {
     let dir = tempfile::tempdir().unwrap();
-    let (code, output) = jepsen_test(workload, nemesis, seed, 25, &[], dir.path());
+    let (code, output) = jepsen_test(nodes, workload, nemesis, seed, 25, &[], dir.path());
     println!("{output}");
     assert_eq!(
         code,
@@ -119,6 +130,18 @@ fn counter_through_partitions_and_kills_stays_within_bounds() {
 #[test]
 fn register_through_every_fault_combined_is_linearizable() {
     valid_under("all", 10);
+}
+
+/// Five nodes, three replicas per group: replicas move between nodes (and leaders with them)
+/// while partitions and kills come and go.
+#[test]
+fn register_through_membership_changes_partitions_and_kills_is_linearizable() {
+    workload_valid_on(5, "register", "membership,partition,kill", 15);
+}
+
+#[test]
+fn list_append_through_membership_changes_and_kills_has_no_anomaly() {
+    workload_valid_on(5, "list-append", "membership,kill", 16);
 }
 
 #[test]
@@ -211,6 +234,7 @@ fn an_interrupted_run_stops_and_removes_its_namespaces() {
 fn stale_reads_of_the_unsafe_mode_are_caught() {
     let dir = tempfile::tempdir().unwrap();
     let (code, output) = jepsen_test(
+        3,
         "register",
         "none",
         5,

@@ -170,6 +170,11 @@ impl Config {
             let (id, addr) = parse_member(entry).with_context(|| {
                 format!("bad member {entry:?}: expected ID=CLIENT_HOST:PORT/RAFT_HOST:PORT")
             })?;
+            if let Some((other, _)) = members.iter().find(|(_, known): &(&NodeId, &NodeAddr)| {
+                known.raft == addr.raft || known.client == addr.client
+            }) {
+                bail!("members {other} and {id} share an address: every member needs its own");
+            }
             if members.insert(id, addr).is_some() {
                 bail!("member id {id} is listed twice");
             }
@@ -280,6 +285,37 @@ mod tests {
             .push("3=localhost:7002/127.0.0.1:17002".into());
         let err = config.validate().unwrap_err();
         assert!(format!("{err:#}").contains("localhost:7002"), "{err:#}");
+        config.members[2] = "3=127.0.0.1:7002/127.0.0.1:17001".into();
+        let err = config.validate().unwrap_err();
+        assert!(format!("{err:#}").contains("share an address"), "{err:#}");
+    }
+
+    #[test]
+    fn a_joining_node_brings_a_new_id_and_its_own_addresses() {
+        let mut config = Config {
+            port: 7003,
+            node_id: 4,
+            members: vec!["1=127.0.0.1:7000/127.0.0.1:17000".into()],
+            join: "127.0.0.1:7003/127.0.0.1:17003".into(),
+            ..Config::default()
+        };
+        config.validate().unwrap();
+        assert_eq!(config.own_addr().unwrap().unwrap().raft, "127.0.0.1:17003");
+        config.node_id = 1;
+        let err = config.validate().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("only a new id can join"),
+            "{err:#}"
+        );
+        config.node_id = 4;
+        config.port = 7004;
+        assert!(
+            config.validate().is_err(),
+            "the join address names another port"
+        );
+        config.port = 7003;
+        config.members.clear();
+        assert!(config.validate().is_err(), "join without members");
     }
 
     #[test]

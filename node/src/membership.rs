@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use gossip::{Gossip, GossipConfig, Health, LeaderHint, Member, Network, NodeInfo};
+use gossip::{Gossip, GossipConfig, GroupLoad, Health, LeaderHint, Member, Network, NodeInfo};
 use parking_lot::RwLock;
 use raft::{NodeAddr, NodeId};
 
@@ -82,6 +82,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Option<Gossip>> {
 /// Publishes leadership and reads liveness every second until shutdown, then stops gossip.
 pub async fn run(server: Arc<Server>, gossip: Gossip) {
     let mut published = None;
+    let mut loads = LoadMeter::default();
     loop {
         let leads: Vec<LeaderHint> = server
             .groups
@@ -89,6 +90,9 @@ pub async fn run(server: Arc<Server>, gossip: Gossip) {
             .into_iter()
             .map(|(group, term)| LeaderHint { group, term })
             .collect();
+        for (group, load) in loads.measure(&server, &leads) {
+            gossip.set_load(group, load).await;
+        }
         if published.as_ref() != Some(&leads) {
             gossip.set_leads(&leads).await;
             published = Some(leads);
@@ -108,6 +112,45 @@ pub async fn run(server: Arc<Server>, gossip: Gossip) {
     }
     if let Err(error) = gossip.shutdown().await {
         tracing::warn!(%error, "gossip did not stop cleanly");
+    }
+}
+
+/// Measures the load of the groups this node leads: keys, and entries applied per second.
+#[derive(Default)]
+struct LoadMeter {
+    /// Per group: the applied index and when it was read.
+    last: BTreeMap<u32, (u64, std::time::Instant)>,
+}
+
+impl LoadMeter {
+    /// The load of each group in `leads` since the previous call. A group led for the first
+    /// time reports 0 ops/s until the next call.
+    fn measure(&mut self, server: &Server, leads: &[LeaderHint]) -> Vec<(u32, GroupLoad)> {
+        let now = std::time::Instant::now();
+        let mut measured = Vec::new();
+        let mut last = BTreeMap::new();
+        for hint in leads {
+            let Some(applied) = server.groups.applied_index(hint.group) else {
+                continue;
+            };
+            let ops_per_sec = match self.last.get(&hint.group) {
+                Some((before, at)) if applied >= *before => {
+                    let seconds = now.duration_since(*at).as_secs_f64().max(1e-3);
+                    ((applied - before) as f64 / seconds).round() as u64
+                }
+                _ => 0,
+            };
+            last.insert(hint.group, (applied, now));
+            let load = GroupLoad {
+                keys: server.db.group_len(hint.group as usize) as u64,
+                // Not measured yet: the keyspace does not account bytes per group.
+                bytes: 0,
+                ops_per_sec,
+            };
+            measured.push((hint.group, load));
+        }
+        self.last = last;
+        measured
     }
 }
 

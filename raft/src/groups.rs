@@ -419,6 +419,18 @@ impl Groups {
         })
     }
 
+    /// The last log index `group` applied here, if this node replicates it.
+    pub fn applied_index(&self, group: GroupId) -> Option<u64> {
+        let raft = self.raft(group)?;
+        let metrics = raft.metrics();
+        let applied = metrics
+            .borrow_watched()
+            .last_applied
+            .as_ref()
+            .map_or(0, |id| id.index);
+        Some(applied)
+    }
+
     /// The groups this node leads as far as it knows, each with its term.
     pub fn led_groups(&self) -> Vec<(GroupId, u64)> {
         self.rafts

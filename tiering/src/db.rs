@@ -276,6 +276,11 @@ impl Db {
         })
     }
 
+    /// Number of keys in slot group `group` (expired ones not yet removed included).
+    pub fn group_len(&self, group: usize) -> usize {
+        self.keyspaces.get(group).map_or(0, |ks| ks.lock().len())
+    }
+
     /// Number of keys stored in `slot` (expired ones not yet removed included, as Redis counts
     /// them for CLUSTER COUNTKEYSINSLOT).
     pub fn count_keys_in_slot(&self, slot: Slot) -> usize {

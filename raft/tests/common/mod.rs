@@ -29,9 +29,17 @@ pub struct Cluster {
     pub joiners: std::collections::BTreeMap<NodeId, NodeAddr>,
 }
 
-pub fn free_addr() -> String {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.local_addr().unwrap().to_string()
+/// `n` distinct loopback addresses free right now. Their listeners are held until all are
+/// chosen: a released port is often the next one handed out, and two nodes given one address
+/// would send each other's messages to themselves.
+pub fn free_addrs(n: usize) -> Vec<String> {
+    let listeners: Vec<std::net::TcpListener> = (0..n)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    listeners
+        .iter()
+        .map(|listener| listener.local_addr().unwrap().to_string())
+        .collect()
 }
 
 impl Cluster {
@@ -39,11 +47,13 @@ impl Cluster {
     pub async fn start(snapshot_every: u64) -> Cluster {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let filter = LinkFilter::default();
-        let members = (1..=3)
-            .map(|id| {
+        let members = free_addrs(3)
+            .into_iter()
+            .zip(1..=3)
+            .map(|(raft, id)| {
                 let addr = NodeAddr {
                     client: format!("127.0.0.1:{}", 6000 + id),
-                    raft: free_addr(),
+                    raft,
                 };
                 (id, addr)
             })
@@ -86,7 +96,8 @@ impl Cluster {
     pub async fn join(&mut self, id: NodeId) {
         let addr = NodeAddr {
             client: format!("127.0.0.1:{}", 6000 + id),
-            raft: free_addr(),
+            // The running nodes hold their ports, so a fresh one differs from theirs.
+            raft: free_addrs(1).remove(0),
         };
         self.joiners.insert(id, addr);
         let node = self.start_node(id).await;
