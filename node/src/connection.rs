@@ -13,6 +13,7 @@ use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
 use crate::pubsub::SUBSCRIBER_BUFFER;
+use crate::route::GroupIds;
 use crate::server::{unix_ms, Server};
 use crate::session::{Blocked, Outcome, Proposal, Session, Then};
 use crate::socket::Socket;
@@ -22,6 +23,11 @@ const READ_CHUNK: usize = 16 * 1024;
 
 /// Most writes one client keeps in flight before waiting for their replies.
 const MAX_IN_FLIGHT: usize = 1024;
+
+/// How long a command for a group without a known leader waits for one before it gets
+/// CLUSTERDOWN: a leadership transfer completes well within it; an election after a crash may
+/// not (the client then retries, as Redis Cluster clients do).
+const LEADER_WAIT: Duration = Duration::from_millis(1500);
 
 /// Why a connection stops.
 enum Stop {
@@ -72,6 +78,8 @@ struct Connection {
 
 /// A proposed write awaiting its entry's application (one per group it went to).
 struct InFlight {
+    /// The groups proposed to.
+    groups: GroupIds,
     writes: Vec<Result<PendingWrite, AccessError>>,
     then: Then,
 }
@@ -162,9 +170,19 @@ impl Connection {
                             }
                         }
                     }
+                    Outcome::AwaitLeader(group) => {
+                        session.awaited_leader = true;
+                        session
+                            .server
+                            .groups
+                            .wait_for_leader(group, LEADER_WAIT)
+                            .await;
+                        continue;
+                    }
                     outcome => break outcome,
                 }
             };
+            session.awaited_leader = false;
             self.decoder.recycle(args);
             if let Outcome::Propose(proposal) = outcome {
                 let blocking = matches!(proposal.then, Then::Blocking(_));
@@ -204,13 +222,30 @@ impl Connection {
             }
             writes.push(groups.propose(last, request).await);
         }
-        self.in_flight.push_back(InFlight { writes, then });
+        self.in_flight.push_back(InFlight {
+            groups: targets,
+            writes,
+            then,
+        });
     }
 
     /// Waits for every write in flight and writes their replies, in order.
     async fn drain(&mut self, session: &mut Session) -> std::io::Result<Result<(), Stop>> {
         while let Some(in_flight) = self.in_flight.pop_front() {
-            let result = settle(in_flight.writes).await;
+            let mut result = settle(in_flight.writes).await;
+            if let (Err(AccessError::NotLeader { leader: None }), [group]) =
+                (&result, &in_flight.groups[..])
+            {
+                // Refused by a leader stepping down (a transfer): it certainly did not apply,
+                // so once a successor is known the client is redirected there, not failed.
+                let groups = &session.server.groups;
+                groups.wait_for_leader(*group, LEADER_WAIT).await;
+                if let Some((_, leader)) = groups.leader_of(*group) {
+                    result = Err(AccessError::NotLeader {
+                        leader: Some(leader),
+                    });
+                }
+            }
             let outcome = session.complete(in_flight.then, result);
             if let Err(stop) = self.emit(session, outcome).await? {
                 return Ok(Err(stop));
@@ -255,8 +290,8 @@ impl Connection {
                     None => return Ok(Err(Stop::Closed)),
                 }
             }
-            Outcome::Fence(_) | Outcome::Propose(_) => {
-                unreachable!("fences and proposals are handled before emitting")
+            Outcome::Fence(_) | Outcome::Propose(_) | Outcome::AwaitLeader(_) => {
+                unreachable!("fences, proposals and waits are handled before emitting")
             }
         }
         Ok(Ok(()))

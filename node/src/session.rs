@@ -39,6 +39,17 @@ pub enum Outcome {
     Fence(GroupIds),
     /// Propose a write to these groups' logs; the reply comes when it applies.
     Propose(Proposal),
+    /// This group has no leader this node knows of (an election or a leadership transfer is
+    /// under way): wait a moment for one, then run the command again (once).
+    AwaitLeader(u32),
+}
+
+/// Why a command is not served here.
+enum Redirect {
+    /// Reply with this error (MOVED, CROSSSLOT, CLUSTERDOWN).
+    Error(String),
+    /// Wait for the group to have a leader, then try again.
+    AwaitLeader(u32),
 }
 
 /// A write on its way to the log, and what to make of its result.
@@ -124,6 +135,9 @@ pub struct Session {
     pub watched: Vec<Watch>,
     /// Writes this client has in flight (set by the connection before each request).
     pub writes_in_flight: usize,
+    /// The current command already waited for a leader (see `Outcome::AwaitLeader`): if there
+    /// is still none, it gets CLUSTERDOWN. Cleared by the connection after each command.
+    pub awaited_leader: bool,
     /// Groups confirmed readable in this batch (see `Outcome::Fence`), as flags per group and
     /// as a list to clear them.
     fenced: Vec<bool>,
@@ -163,6 +177,7 @@ impl Session {
             multi: None,
             watched: Vec::new(),
             writes_in_flight: 0,
+            awaited_leader: false,
             fenced: vec![false; groups],
             fenced_list: GroupIds::new(),
             channels: HashSet::new(),
@@ -377,8 +392,10 @@ impl Session {
                         only_groups = Some(groups.iter().map(|&g| g as usize).collect());
                     }
                 }
-                if let Some(redirect) = self.redirect(spec, args, &groups) {
-                    return self.reject(Some(spec), redirect);
+                match self.redirect(spec, args, &groups) {
+                    Some(Redirect::Error(text)) => return self.reject(Some(spec), text),
+                    Some(Redirect::AwaitLeader(group)) => return Outcome::AwaitLeader(group),
+                    None => {}
                 }
                 let raft = &self.server.groups;
                 let unfenced: GroupIds = groups
@@ -391,8 +408,10 @@ impl Session {
             }
             Route::Local => {}
             Route::Write(group) => {
-                if let Some(redirect) = self.redirect(spec, args, &[group]) {
-                    return self.reject(Some(spec), redirect);
+                match self.redirect(spec, args, &[group]) {
+                    Some(Redirect::Error(text)) => return self.reject(Some(spec), text),
+                    Some(Redirect::AwaitLeader(group)) => return Outcome::AwaitLeader(group),
+                    None => {}
                 }
                 return self.propose(spec, args, smallvec::smallvec![group]);
             }
@@ -432,7 +451,10 @@ impl Session {
         } else {
             cmd::run(self, spec, args)
         };
-        if !matches!(outcome, Outcome::Propose(_) | Outcome::Fence(_)) {
+        if !matches!(
+            outcome,
+            Outcome::Propose(_) | Outcome::Fence(_) | Outcome::AwaitLeader(_)
+        ) {
             self.record(spec, args, &outcome);
         }
         outcome
@@ -442,7 +464,7 @@ impl Session {
     /// MOVED to its leader, CLUSTERDOWN while it has none, or CROSSSLOT (as Redis Cluster
     /// answers any multi-slot command) when different nodes lead its groups. The command was
     /// not applied.
-    fn redirect(&self, spec: &CommandSpec, args: &[Bytes], groups: &[u32]) -> Option<String> {
+    fn redirect(&self, spec: &CommandSpec, args: &[Bytes], groups: &[u32]) -> Option<Redirect> {
         let raft = &self.server.groups;
         let group = groups
             .iter()
@@ -451,12 +473,15 @@ impl Session {
         let leader = |g: u32| raft.leader_of(g).map(|(id, _)| id);
         if groups.iter().any(|&g| leader(g) != leader(group)) {
             // No single node can serve it: redirecting would send the client back and forth.
-            return Some(CROSSSLOT.to_string());
+            return Some(Redirect::Error(CROSSSLOT.to_string()));
         }
         let slot = slot_in_group(&self.server.db, spec, args, group);
         Some(match raft.leader_of(group) {
-            Some((id, addr)) if id != raft.node_id() => format!("MOVED {slot} {}", addr.client),
-            _ => NO_LEADER.to_string(),
+            Some((id, addr)) if id != raft.node_id() => {
+                Redirect::Error(format!("MOVED {slot} {}", addr.client))
+            }
+            _ if !self.awaited_leader => Redirect::AwaitLeader(group),
+            _ => Redirect::Error(NO_LEADER.to_string()),
         })
     }
 
@@ -707,7 +732,10 @@ impl Session {
             Outcome::Reply(frame) | Outcome::Close(Some(frame)) => frame,
             Outcome::Many(frames) => Frame::Array(frames),
             Outcome::Silent | Outcome::Close(None) => Frame::ok(),
-            Outcome::Block(_) | Outcome::Fence(_) | Outcome::Propose(_) => Frame::NullArray,
+            Outcome::Block(_)
+            | Outcome::Fence(_)
+            | Outcome::Propose(_)
+            | Outcome::AwaitLeader(_) => Frame::NullArray,
         }
     }
 

@@ -671,3 +671,47 @@ fn the_cluster_grows_to_five_nodes_and_shrinks_back_while_redis_py_writes() {
     );
     eprintln!("{stdout}");
 }
+
+#[test]
+fn leadership_transfers_cost_redis_benchmark_no_error() {
+    let cluster = DevCluster::start(3, &[]);
+    // Its output goes to files: a full pipe nobody reads would stall its clients.
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut benchmark = Command::new("redis-benchmark")
+        .args(["--cluster", "-p", &cluster.port(1).to_string()])
+        .args(["-t", "set", "-n", "15000", "-r", "100000", "-c", "20", "-q"])
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
+        .expect("run redis-benchmark (scripts/setup.sh installs redis-tools)");
+    std::thread::sleep(Duration::from_secs(1));
+    // Leaderships go round the three nodes (twice, or until the benchmark ends): a command that
+    // reaches a leader stepping down waits for its successor and is redirected, never failed.
+    let mut transfers = 0;
+    'rounds: for round in 1..=2 {
+        for group in 0..16u32 {
+            if benchmark.try_wait().unwrap().is_some() {
+                break 'rounds;
+            }
+            let to = ((group + round) % 3 + 1).to_string();
+            admin(&cluster, &["transfer-leader", &group.to_string(), &to]);
+            transfers += 1;
+        }
+    }
+    let status = benchmark.wait().unwrap();
+    let stdout = std::fs::read_to_string(&out_path).unwrap();
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    // redis-benchmark warns on stderr each time a MOVED makes it re-read the topology.
+    let redirects = stderr.matches("configuration changed").count();
+    eprintln!("{transfers} transfers, {redirects} topology refreshes after redirects");
+    assert!(
+        transfers >= 16,
+        "the benchmark ended before a round of transfers"
+    );
+    assert!(redirects > 0, "no redirect seen:\n{stderr}");
+    assert!(
+        status.success() && !stdout.contains("Error") && !stderr.contains("Error"),
+        "{stdout}\n{stderr}"
+    );
+}

@@ -502,6 +502,22 @@ impl Groups {
         self.members().remove(&id)
     }
 
+    /// Waits up to `timeout` until this node knows a leader of `group` (one it follows, or
+    /// one gossip names for a group it does not replicate).
+    pub async fn wait_for_leader(&self, group: GroupId, timeout: Duration) {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if let Some(raft) = self.raft(group) {
+            let _ = raft
+                .wait(Some(timeout))
+                .metrics(|m| m.current_leader.is_some(), "group has a leader")
+                .await;
+            return;
+        }
+        while self.leader_of(group).is_none() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Records that gossip names `leader` (at `addr`) as the leader of `group`: where this node
     /// redirects clients for a group it does not replicate. Advisory: a wrong hint costs one
     /// more redirect.
