@@ -51,6 +51,9 @@ enum AdminCommand {
     Rebalance,
 }
 
+/// How long `status` waits for the node registry before showing the nodes it saw instead.
+const REGISTRY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 fn progress(step: &str) {
     println!("{step}");
 }
@@ -61,7 +64,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     match args.command {
         AdminCommand::Status => {
             let groups = survey(&mut coordinator).await?;
-            print_status(&groups, &coordinator);
+            print_status(&groups, &mut coordinator).await;
             return Ok(());
         }
         AdminCommand::MoveReplica { group, from, to } => {
@@ -77,7 +80,9 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 addr.parse::<std::net::SocketAddr>()
                     .with_context(|| format!("{addr:?} is not an ip:port"))?;
             }
-            coordinator.learn(id, NodeAddr { client, raft });
+            let addr = NodeAddr { client, raft };
+            coordinator.register_node(id, addr.clone()).await?;
+            coordinator.learn(id, addr);
             let mut nodes = replicating_nodes(&survey(&mut coordinator).await?);
             nodes.insert(id);
             even_out(&mut coordinator, &nodes).await?;
@@ -102,6 +107,8 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     .await?;
             }
             even_out(&mut coordinator, &nodes).await?;
+            // It holds nothing now: its id is retired, never to be used again.
+            coordinator.retire_node(id).await?;
         }
         AdminCommand::Rebalance => {
             let nodes = replicating_nodes(&survey(&mut coordinator).await?);
@@ -110,7 +117,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     }
     println!("done in {:.1}s", started.elapsed().as_secs_f64());
     let groups = survey(&mut coordinator).await?;
-    print_status(&groups, &coordinator);
+    print_status(&groups, &mut coordinator).await;
     Ok(())
 }
 
@@ -180,7 +187,7 @@ fn ids(nodes: &BTreeSet<NodeId>) -> String {
     }
 }
 
-fn print_status(groups: &[GroupReplicas], coordinator: &Coordinator<fn(&str)>) {
+async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn(&str)>) {
     println!(
         "{:>5}  {:>11}  {:>6}  {:>5}  {:<12}  {:<9}  {:<9}  {:>8}",
         "GROUP", "SLOTS", "LEADER", "TERM", "VOTERS", "LEARNERS", "STATE", "APPLIED"
@@ -205,16 +212,30 @@ fn print_status(groups: &[GroupReplicas], coordinator: &Coordinator<fn(&str)>) {
         );
     }
     println!();
+    // The registry says which nodes belong to the cluster; without an answer from the
+    // metadata group (a node alone has none), the nodes seen in the groups are shown.
+    let registry = tokio::time::timeout(REGISTRY_WAIT, coordinator.registry()).await;
+    let nodes: Vec<(NodeId, NodeAddr, &str)> = match registry {
+        Ok(Ok(nodes)) => nodes
+            .into_iter()
+            .map(|n| (n.id, n.addr, if n.retired { "retired" } else { "active" }))
+            .collect(),
+        _ => coordinator
+            .known()
+            .iter()
+            .map(|(id, addr)| (*id, addr.clone(), "?"))
+            .collect(),
+    };
     println!(
-        "{:>4}  {:<21}  {:<21}  {:>8}  {:>7}",
-        "NODE", "CLIENT", "RAFT", "REPLICAS", "LEADS"
+        "{:>4}  {:<21}  {:<21}  {:>8}  {:>7}  {:<7}",
+        "NODE", "CLIENT", "RAFT", "REPLICAS", "LEADS", "STATE"
     );
-    for (id, addr) in coordinator.known() {
-        let replicas = groups.iter().filter(|g| g.voters.contains(id)).count();
-        let leads = groups.iter().filter(|g| g.leader == Some(*id)).count();
+    for (id, addr, state) in nodes {
+        let replicas = groups.iter().filter(|g| g.voters.contains(&id)).count();
+        let leads = groups.iter().filter(|g| g.leader == Some(id)).count();
         println!(
-            "{:>4}  {:<21}  {:<21}  {:>8}  {:>7}",
-            id, addr.client, addr.raft, replicas, leads
+            "{:>4}  {:<21}  {:<21}  {:>8}  {:>7}  {:<7}",
+            id, addr.client, addr.raft, replicas, leads, state
         );
     }
 }

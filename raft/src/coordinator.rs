@@ -8,6 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use crate::node_registry::RegisteredNode;
 use crate::replica_call::{send, CallError};
 use crate::replicas::{GroupReplicas, ReplicaCall, ReplicaError, ReplicaReply};
 use crate::typ::{GroupId, NodeAddr, NodeId};
@@ -15,6 +16,9 @@ use crate::typ::{GroupId, NodeAddr, NodeId};
 /// How long one step may keep failing transiently (no leader, catching up, busy) before the
 /// change gives up. Running the command again resumes it.
 const STEP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// How long a change waits for the leader's own view of a group before deciding on another's.
+const LEADER_VIEW_WAIT: Duration = Duration::from_secs(10);
 
 /// Pause between two attempts of a step.
 const RETRY_EVERY: Duration = Duration::from_millis(200);
@@ -89,8 +93,41 @@ impl<P: FnMut(&str)> Coordinator<P> {
         }
     }
 
-    /// `group`'s replicas, from its leader's point of view when the leader answers.
+    /// `group`'s replicas from its leader's point of view: a follower's, above all a new
+    /// replica's, may lag behind the latest configuration, and every decision of a change is
+    /// taken on this view. While no leader answers (an election, a leader cut off), asks again
+    /// for up to [`LEADER_VIEW_WAIT`], then returns the best view it has.
     pub async fn replicas(&mut self, group: GroupId) -> Result<GroupReplicas, ChangeError> {
+        let deadline = Instant::now() + LEADER_VIEW_WAIT;
+        loop {
+            let seen = self.any_view(group).await?;
+            self.known
+                .extend(seen.nodes.iter().map(|(id, addr)| (*id, addr.clone())));
+            if seen.leader == Some(seen.seen_by) {
+                return Ok(seen);
+            }
+            let leader_addr = seen
+                .leader
+                .and_then(|leader| self.known.get(&leader))
+                .map(|addr| addr.raft.clone());
+            if let Some(addr) = leader_addr {
+                if let Ok(ReplicaReply::Replicas(view)) =
+                    send(&addr, ReplicaCall::Replicas { group }).await
+                {
+                    if view.leader == Some(view.seen_by) {
+                        return Ok(view);
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Ok(seen);
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
+    }
+
+    /// Some node's view of `group`: the first that knows a leader, else any.
+    async fn any_view(&mut self, group: GroupId) -> Result<GroupReplicas, ChangeError> {
         if self.known.is_empty() {
             self.discover().await;
         }
@@ -122,21 +159,7 @@ impl<P: FnMut(&str)> Coordinator<P> {
                 Err(error) => last = error.to_string(),
             }
         }
-        let Some(seen) = seen else {
-            return Err(ChangeError::NoAnswer { group, last });
-        };
-        self.known
-            .extend(seen.nodes.iter().map(|(id, addr)| (*id, addr.clone())));
-        let Some(leader) = seen.leader.filter(|leader| *leader != seen.seen_by) else {
-            return Ok(seen);
-        };
-        let Some(addr) = seen.nodes.get(&leader) else {
-            return Ok(seen);
-        };
-        match send(&addr.raft, ReplicaCall::Replicas { group }).await {
-            Ok(ReplicaReply::Replicas(from_leader)) => Ok(from_leader),
-            _ => Ok(seen),
-        }
+        seen.ok_or(ChangeError::NoAnswer { group, last })
     }
 
     /// Sends `call` to `target` until it is done or fails for good.
@@ -257,8 +280,12 @@ impl<P: FnMut(&str)> Coordinator<P> {
         from: NodeId,
         successor: Option<NodeId>,
     ) -> Result<(), ChangeError> {
-        let replicas = self.replicas(group).await?;
-        if replicas.leader == Some(from) {
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let replicas = self.replicas(group).await?;
+            if replicas.leader != Some(from) {
+                break;
+            }
             let next = successor
                 .filter(|node| replicas.voters.contains(node))
                 .or_else(|| {
@@ -268,9 +295,17 @@ impl<P: FnMut(&str)> Coordinator<P> {
                         .copied()
                         .filter(|node| *node != from)
                         .max_by_key(|node| replicas.matched.get(node))
-                })
-                .ok_or(ChangeError::NoOtherVoter { group, node: from })?;
-            self.transfer_leadership(group, next).await?;
+                });
+            match next {
+                Some(next) => {
+                    self.transfer_leadership(group, next).await?;
+                    break;
+                }
+                None if Instant::now() > deadline => {
+                    return Err(ChangeError::NoOtherVoter { group, node: from })
+                }
+                None => tokio::time::sleep(RETRY_EVERY).await,
+            }
         }
         self.until_done(
             &format!("group {group}: demote node {from} to learner"),
@@ -301,6 +336,80 @@ impl<P: FnMut(&str)> Coordinator<P> {
             ReplicaCall::RemoveLearner { group, node: from },
         )
         .await
+    }
+
+    /// Sends a call for the metadata group's leader to every known node in turn until one
+    /// takes it, retrying while the metadata group has no leader.
+    async fn send_to_meta_leader(
+        &mut self,
+        step: &str,
+        call: ReplicaCall,
+    ) -> Result<ReplicaReply, ChangeError> {
+        if self.known.is_empty() {
+            self.discover().await;
+        }
+        let mut addrs = self.seeds.clone();
+        addrs.extend(self.known.values().map(|addr| addr.raft.clone()));
+        addrs.dedup();
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let mut last = None;
+            for addr in &addrs {
+                match send(addr, call.clone()).await {
+                    Ok(reply) => return Ok(reply),
+                    Err(error) if error.is_transient() => last = Some(error),
+                    Err(error) => {
+                        return Err(ChangeError::Step {
+                            step: step.to_string(),
+                            error,
+                        })
+                    }
+                }
+            }
+            let error = last.unwrap_or(CallError::Unreachable {
+                addr: "-".into(),
+                message: "no node to ask".into(),
+            });
+            if Instant::now() > deadline {
+                return Err(ChangeError::Step {
+                    step: format!("{step}: reach the metadata group's leader"),
+                    error,
+                });
+            }
+            tokio::time::sleep(RETRY_EVERY).await;
+        }
+    }
+
+    /// Registers node `id` at `addr` in the node registry (done if it is registered so).
+    pub async fn register_node(&mut self, id: NodeId, addr: NodeAddr) -> Result<(), ChangeError> {
+        let step = format!("register node {id}");
+        (self.progress)(&step);
+        self.send_to_meta_leader(&step, ReplicaCall::RegisterNode { id, addr })
+            .await
+            .map(drop)
+    }
+
+    /// Retires node `id` in the node registry: its id is never used again.
+    pub async fn retire_node(&mut self, id: NodeId) -> Result<(), ChangeError> {
+        let step = format!("retire node {id}");
+        (self.progress)(&step);
+        self.send_to_meta_leader(&step, ReplicaCall::RetireNode { id })
+            .await
+            .map(drop)
+    }
+
+    /// The node registry.
+    pub async fn registry(&mut self) -> Result<Vec<RegisteredNode>, ChangeError> {
+        match self
+            .send_to_meta_leader("read the node registry", ReplicaCall::Registry)
+            .await?
+        {
+            ReplicaReply::Registry(nodes) => Ok(nodes),
+            other => Err(ChangeError::NoAnswer {
+                group: 0,
+                last: format!("unexpected answer {other:?}"),
+            }),
+        }
     }
 
     /// Hands `group`'s leadership to voter `to`, which keeps it (the balancer leaves it).

@@ -94,6 +94,8 @@ pub struct Groups {
     /// See `GroupsConfig::unsafe_stale_reads`.
     unsafe_stale_reads: bool,
     db: Arc<Db>,
+    /// The metadata group's keyspace (see `node_registry`).
+    meta_db: Arc<Db>,
     store: Arc<LogDb>,
     peers: Peers,
     /// The config of every group with peers (ticking, so it heartbeats and elects).
@@ -193,10 +195,12 @@ impl Groups {
         let groups = Groups {
             node_id: config.node_id,
             placement: placement.clone(),
-            rafts: Arc::new(RwLock::new(vec![None; config.groups as usize])),
+            // One more than the slot groups: the metadata group's, when it runs here.
+            rafts: Arc::new(RwLock::new(vec![None; config.groups as usize + 1])),
             sole_voter,
             unsafe_stale_reads: config.unsafe_stale_reads,
             db,
+            meta_db: Arc::new(Db::new(1)),
             store,
             peers,
             config: ticking,
@@ -258,9 +262,13 @@ impl Groups {
                     .map_err(|e| start_error(e.to_string()))?;
             }
         }
+        groups.open_meta_group().await?;
         let rafts = groups.rafts.read().clone();
         for (group, raft) in rafts.iter().enumerate() {
-            let Some(raft) = raft.as_ref().filter(|_| groups.sole_voter[group]) else {
+            let Some(raft) = raft
+                .as_ref()
+                .filter(|_| groups.is_sole_voter(group as GroupId))
+            else {
                 continue;
             };
             let wait_error = |e: openraft::metrics::WaitError| GroupsError::Start {
@@ -305,7 +313,11 @@ impl Groups {
         group: GroupId,
         config: Arc<Config>,
     ) -> Result<Raft, openraft::error::Fatal<crate::typ::TypeConfig>> {
-        let state_machine = StateMachine::new(self.db.clone(), group, self.store.clone());
+        let state_machine = if group == self.meta_group() {
+            StateMachine::over_partition(self.meta_db.clone(), 0, group, self.store.clone())
+        } else {
+            StateMachine::new(self.db.clone(), group, self.store.clone())
+        };
         let network = GroupNetwork {
             group,
             peers: self.peers.clone(),
@@ -334,7 +346,41 @@ impl Groups {
 
     /// Returns true if this node is `group`'s only voter (its membership never changes).
     pub(crate) fn is_sole_voter(&self, group: GroupId) -> bool {
-        self.sole_voter[group as usize]
+        self.sole_voter
+            .get(group as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    /// The metadata group's keyspace.
+    pub(crate) fn meta_db(&self) -> &Arc<Db> {
+        &self.meta_db
+    }
+
+    /// Starts the metadata group if this node is one of its replicas (see
+    /// `node_registry::meta_members`), initializing it in a new cluster.
+    async fn open_meta_group(&self) -> Result<(), GroupsError> {
+        let group = self.meta_group();
+        let members = crate::node_registry::meta_members(&self.placement);
+        if !members.contains_key(&self.node_id) {
+            return Ok(());
+        }
+        let start_error = |message: String| GroupsError::Start { group, message };
+        let raft = self
+            .open_raft(group, self.config.clone())
+            .await
+            .map_err(|e| start_error(e.to_string()))?;
+        if !raft
+            .is_initialized()
+            .await
+            .map_err(|e| start_error(e.to_string()))?
+        {
+            match raft.initialize(members).await {
+                Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
+                Err(e) => return Err(start_error(e.to_string())),
+            }
+        }
+        Ok(())
     }
 
     pub(crate) fn store(&self) -> &Arc<LogDb> {
@@ -408,7 +454,7 @@ impl Groups {
     /// Returns true if reads of `group` are linearizable here without asking raft: this node
     /// is the group's only voter (and `start` waited for it to apply its log).
     pub fn reads_are_local(&self, group: GroupId) -> bool {
-        self.sole_voter[group as usize] || (self.unsafe_stale_reads && self.raft(group).is_some())
+        self.is_sole_voter(group) || (self.unsafe_stale_reads && self.raft(group).is_some())
     }
 
     /// Returns true if this node currently leads `group` (as far as it knows: a read or write
@@ -436,6 +482,7 @@ impl Groups {
         self.rafts
             .read()
             .iter()
+            .take(self.len())
             .enumerate()
             .filter_map(|(group, raft)| {
                 let metrics = raft.as_ref()?.metrics();
@@ -584,7 +631,7 @@ impl Groups {
         for (group, raft) in rafts.iter().enumerate() {
             let group = group as GroupId;
             let Some(raft) = raft else { continue };
-            if self.sole_voter[group as usize] || !self.is_leader(group) {
+            if self.is_sole_voter(group) || !self.is_leader(group) {
                 continue;
             }
             let target = {
@@ -668,7 +715,9 @@ async fn balance_leaders(
             _ = stop.wait_for(|stop| *stop) => return,
         }
         let current = rafts.read().clone();
-        for (group, raft) in current.iter().enumerate() {
+        // The last is the metadata group's: its leader may be anywhere.
+        let slot_groups = current.len().saturating_sub(1);
+        for (group, raft) in current.iter().take(slot_groups).enumerate() {
             let group = group as GroupId;
             let Some(raft) = raft else { continue };
             let preferred = placement.preferred_leader(group);

@@ -27,6 +27,8 @@ mod log_writer;
 pub mod metrics;
 /// The sending end of the transport between nodes.
 pub mod network;
+/// The cluster's node registry, kept in the metadata group.
+pub mod node_registry;
 /// Which members replicate and lead each group.
 pub mod placement;
 /// PUBLISH relayed to every member, as Redis Cluster broadcasts it.

@@ -60,6 +60,12 @@ pub enum ReplicaCall {
     Pin { group: GroupId },
     /// Every node the receiving node knows of (see `Groups::members`).
     Members,
+    /// Metadata leader: register node `id` at `addr` (see `node_registry`).
+    RegisterNode { id: NodeId, addr: NodeAddr },
+    /// Metadata leader: retire node `id`; its id is never used again.
+    RetireNode { id: NodeId },
+    /// Metadata leader: the node registry.
+    Registry,
 }
 
 /// What a node answers to a [`ReplicaCall`].
@@ -68,6 +74,7 @@ pub enum ReplicaReply {
     Done,
     Replicas(GroupReplicas),
     Members(BTreeMap<NodeId, NodeAddr>),
+    Registry(Vec<crate::node_registry::RegisteredNode>),
 }
 
 /// A group's replicas as one node sees them.
@@ -122,6 +129,8 @@ pub enum ReplicaError {
     NotTransferred { group: GroupId, to: NodeId },
     #[error("group {group}: {message}")]
     Raft { group: GroupId, message: String },
+    #[error("node id {node} cannot be registered: {why}")]
+    NodeIdUsed { node: NodeId, why: String },
     #[error("the node is stopping")]
     Stopping,
 }
@@ -210,6 +219,9 @@ impl Groups {
             }
             ReplicaCall::Pin { group } => done(self.pin_leadership(group)),
             ReplicaCall::Members => Ok(ReplicaReply::Members(self.members())),
+            ReplicaCall::RegisterNode { id, addr } => done(self.register_node(id, addr).await),
+            ReplicaCall::RetireNode { id } => done(self.retire_node(id).await),
+            ReplicaCall::Registry => self.registered_nodes().await.map(ReplicaReply::Registry),
         }
     }
 

@@ -25,6 +25,8 @@ use crate::typ::{
 /// The state machine of one slot group.
 pub struct StateMachine {
     db: Arc<Db>,
+    /// The keyspace partition of `db` this group's data lives in.
+    partition: usize,
     group: GroupId,
     store: Arc<LogDb>,
     applied: Option<LogId>,
@@ -39,8 +41,20 @@ impl StateMachine {
     /// A state machine over group `group` of `db`, persisting snapshots in `store`. It starts
     /// empty; openraft restores it from the latest snapshot and the log.
     pub fn new(db: Arc<Db>, group: GroupId, store: Arc<LogDb>) -> StateMachine {
+        StateMachine::over_partition(db, group as usize, group, store)
+    }
+
+    /// A state machine of group `group` whose data is partition `partition` of `db` (the
+    /// metadata group keeps its own one-partition keyspace).
+    pub fn over_partition(
+        db: Arc<Db>,
+        partition: usize,
+        group: GroupId,
+        store: Arc<LogDb>,
+    ) -> StateMachine {
         StateMachine {
             db,
+            partition,
             group,
             store,
             applied: None,
@@ -55,15 +69,15 @@ impl StateMachine {
             now_ms: self.clock_ms,
             seed: request.seed,
         };
-        let group = self.group as usize;
-        self.db.begin_apply(group, index);
+        let partition = self.partition;
+        self.db.begin_apply(partition, index);
         let response = self.run(ctx, &request.op);
-        self.db.end_apply(group, index);
+        self.db.end_apply(partition, index);
         response
     }
 
     fn run(&self, ctx: ExecCtx, op: &Op) -> Response {
-        let group = self.group as usize;
+        let group = self.partition;
         match op {
             Op::Command(args) => {
                 let args = to_bytes(args);
@@ -113,7 +127,7 @@ impl StateMachine {
     /// The snapshot of the group as it is now: the clock, then the keyspace.
     fn dump(&self) -> Vec<u8> {
         let mut data = self.clock_ms.to_be_bytes().to_vec();
-        data.extend_from_slice(&self.db.dump_group(self.group as usize));
+        data.extend_from_slice(&self.db.dump_group(self.partition));
         data
     }
 
@@ -122,7 +136,7 @@ impl StateMachine {
             .split_first_chunk::<8>()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "snapshot too short"))?;
         self.db
-            .load_group(self.group as usize, keyspace, index)
+            .load_group(self.partition, keyspace, index)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         self.clock_ms = u64::from_be_bytes(*clock);
         Ok(())

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{local_get, wait_applied, Cluster};
-use raft::coordinator::Coordinator;
-use raft::replica_call::send;
-use raft::{Groups, NodeId, Op, ReplicaCall, Request, Response};
+use raft::coordinator::{ChangeError, Coordinator};
+use raft::replica_call::{send, CallError};
+use raft::{Groups, NodeAddr, NodeId, Op, ReplicaCall, ReplicaError, Request, Response};
 use resp::Frame;
 
 /// Writes `key{i}` = `i` for i = 0, 1, ... through whichever node leads group 0, until `stop`;
@@ -172,4 +172,49 @@ async fn a_move_interrupted_after_promotion_completes_when_run_again() {
         .await;
     assert_eq!(voters(&cluster, leader), BTreeSet::from([1, 2, 4]));
     assert!(cluster.node(3).groups.raft(0).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn node_ids_are_registered_once_and_never_reused() {
+    let mut cluster = Cluster::start(10_000).await;
+    cluster.wait_settled().await;
+    let mut coordinator = Coordinator::new(vec![cluster.raft_addr(2)], progress);
+    let four = NodeAddr {
+        client: "127.0.0.1:7004".into(),
+        raft: "127.0.0.1:17004".into(),
+    };
+    let refused = |result: Result<(), ChangeError>| {
+        matches!(
+            result,
+            Err(ChangeError::Step {
+                error: CallError::Refused(ReplicaError::NodeIdUsed { .. }),
+                ..
+            })
+        )
+    };
+    coordinator.register_node(4, four.clone()).await.unwrap();
+    // Again, the same: done.
+    coordinator.register_node(4, four.clone()).await.unwrap();
+    let elsewhere = NodeAddr {
+        client: "127.0.0.1:7005".into(),
+        ..four.clone()
+    };
+    assert!(refused(coordinator.register_node(4, elsewhere).await));
+    assert!(refused(coordinator.register_node(2, four.clone()).await));
+    coordinator.retire_node(4).await.unwrap();
+    coordinator.retire_node(4).await.unwrap();
+    assert!(
+        refused(coordinator.register_node(4, four.clone()).await),
+        "a retired id was reused"
+    );
+
+    // The registry is replicated: it survives its leader's restart.
+    let meta = cluster.node(1).groups.meta_group();
+    let leader = cluster.wait_leader_of(meta, &[1, 2, 3]).await;
+    cluster.stop(leader).await;
+    cluster.restart(leader).await;
+    let registry = coordinator.registry().await.unwrap();
+    let ids: Vec<(NodeId, bool)> = registry.iter().map(|n| (n.id, n.retired)).collect();
+    assert_eq!(ids, [(1, false), (2, false), (3, false), (4, true)]);
+    assert!(refused(coordinator.register_node(4, four).await));
 }

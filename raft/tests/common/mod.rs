@@ -133,6 +133,21 @@ impl Cluster {
         self.nodes[id as usize - 1].as_ref().expect("node stopped")
     }
 
+    /// Waits until one of `candidates` leads `group` as it sees it.
+    pub async fn wait_leader_of(&self, group: u32, candidates: &[NodeId]) -> NodeId {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(&id) = candidates
+                .iter()
+                .find(|&&id| self.node(id).groups.is_leader(group))
+            {
+                return id;
+            }
+            assert!(Instant::now() < deadline, "no leader of group {group}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Waits until one of `candidates` leads the group, as every candidate sees it.
     pub async fn wait_leader(&self, candidates: &[NodeId], timeout: Duration) -> NodeId {
         let deadline = Instant::now() + timeout;
