@@ -366,8 +366,17 @@ impl Groups {
             return Ok(());
         }
         let start_error = |message: String| GroupsError::Start { group, message };
+        // Only admin commands use the registry: it can take longer to fail over, and costs
+        // an idle cluster less, than a slot group.
+        let config = Config {
+            heartbeat_interval: 2000,
+            election_timeout_min: 5000,
+            election_timeout_max: 7000,
+            ..(*self.config).clone()
+        }
+        .validate()?;
         let raft = self
-            .open_raft(group, self.config.clone())
+            .open_raft(group, Arc::new(config))
             .await
             .map_err(|e| start_error(e.to_string()))?;
         if !raft
