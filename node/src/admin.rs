@@ -98,13 +98,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 let Some(step) = admin_plan::drain(&groups, &nodes, id) else {
                     break;
                 };
-                println!(
-                    "move group {}'s replica from node {} to node {}",
-                    step.group, step.from, step.to
-                );
-                coordinator
-                    .move_replica(step.group, step.from, step.to)
-                    .await?;
+                apply(&mut coordinator, step).await?;
             }
             even_out(&mut coordinator, &nodes).await?;
             // It holds nothing now: its id is retired, never to be used again.
@@ -121,6 +115,20 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Carries out one planned replica move, saying what it does.
+async fn apply(
+    coordinator: &mut Coordinator<fn(&str)>,
+    step: admin_plan::ReplicaMove,
+) -> anyhow::Result<()> {
+    println!(
+        "move group {}'s replica from node {} to node {}",
+        step.group, step.from, step.to
+    );
+    Ok(coordinator
+        .move_replica(step.group, step.from, step.to)
+        .await?)
+}
+
 /// Moves replicas, then leaderships, until each of `nodes` holds an even share.
 async fn even_out(
     coordinator: &mut Coordinator<fn(&str)>,
@@ -129,13 +137,7 @@ async fn even_out(
     loop {
         let groups = views(&survey(coordinator).await?);
         if let Some(step) = admin_plan::spread(&groups, nodes) {
-            println!(
-                "move group {}'s replica from node {} to node {}",
-                step.group, step.from, step.to
-            );
-            coordinator
-                .move_replica(step.group, step.from, step.to)
-                .await?;
+            apply(coordinator, step).await?;
         } else if let Some((group, to)) = admin_plan::lead(&groups, nodes) {
             coordinator.transfer_leadership(group, to).await?;
         } else {
