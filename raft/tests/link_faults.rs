@@ -7,7 +7,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{committed, local_get, set, wait_applied, Cluster};
+use common::{commit, committed, local_get, set, wait_applied, Cluster};
 use openraft::async_runtime::watch::WatchReceiver;
 use raft::{AccessError, NodeId, Op, Request, Response};
 use resp::Frame;
@@ -16,14 +16,14 @@ use resp::Frame;
 async fn a_partitioned_leader_is_replaced_and_catches_up_after_healing() {
     let cluster = Cluster::start(10_000).await;
     let first = cluster.wait_settled().await;
-    committed(set(cluster.node(first), "k", "v1").await);
+    commit(cluster.node(first), "k", "v1").await;
 
     cluster.filter.isolate(first, [1, 2, 3]);
     let rest: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&id| id != first).collect();
     let started = Instant::now();
     let second = cluster.wait_leader(&rest, Duration::from_secs(20)).await;
     eprintln!("new leader {second} after {:?}", started.elapsed());
-    committed(set(cluster.node(second), "k", "v2").await);
+    commit(cluster.node(second), "k", "v2").await;
     // The majority side has the acknowledged writes; the isolated node cannot have v2.
     for &id in &rest {
         wait_applied(cluster.node(id), "k", "v2", Duration::from_secs(5)).await;
@@ -39,7 +39,7 @@ async fn a_partitioned_leader_is_replaced_and_catches_up_after_healing() {
     let leader = cluster
         .wait_leader(&[1, 2, 3], Duration::from_secs(30))
         .await;
-    committed(set(cluster.node(leader), "k", "v3").await);
+    commit(cluster.node(leader), "k", "v3").await;
     for id in 1..=3 {
         wait_applied(cluster.node(id), "k", "v3", Duration::from_secs(10)).await;
     }
@@ -56,7 +56,7 @@ async fn a_minority_cannot_commit_and_a_slow_follower_does_not_block_the_majorit
         .delay(leader, followers[0], Duration::from_millis(300));
     let started = Instant::now();
     for i in 0..20 {
-        committed(set(cluster.node(leader), &format!("d{i}"), "x").await);
+        commit(cluster.node(leader), &format!("d{i}"), "x").await;
     }
     assert!(
         started.elapsed() < Duration::from_secs(3),
@@ -214,14 +214,14 @@ async fn a_restarted_node_recovers_from_its_disk_and_never_reads_before_catching
     let mut cluster = Cluster::start(10_000).await;
     let leader = cluster.wait_settled().await;
     for i in 0..20 {
-        committed(set(cluster.node(leader), &format!("r{i}"), "before").await);
+        commit(cluster.node(leader), &format!("r{i}"), "before").await;
     }
     // The leader stops (its memory is lost; its log and vote stay on disk), the others go on.
     cluster.stop(leader).await;
     let rest: Vec<NodeId> = [1, 2, 3].into_iter().filter(|&id| id != leader).collect();
     let second = cluster.wait_leader(&rest, Duration::from_secs(20)).await;
     for i in 0..20 {
-        committed(set(cluster.node(second), &format!("r{i}"), "after").await);
+        commit(cluster.node(second), &format!("r{i}"), "after").await;
     }
 
     // Back from its disk: what it had acknowledged is there before anything is replicated,
@@ -261,7 +261,7 @@ async fn a_restarted_node_recovers_from_its_disk_and_never_reads_before_catching
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    committed(set(cluster.node(leader), "r0", "again").await);
+    commit(cluster.node(leader), "r0", "again").await;
     for id in 1..=3 {
         wait_applied(cluster.node(id), "r0", "again", Duration::from_secs(10)).await;
     }

@@ -228,6 +228,21 @@ pub async fn wait_applied(node: &Node, key: &str, value: &str, timeout: Duration
     }
 }
 
+/// SETs `key` to `value` through node `node`, as a client would: a refusal that certainly did
+/// not apply (a leader whose lease lapsed under load, or one stepping down) is retried for a few
+/// seconds; anything else must be a committed OK.
+pub async fn commit(node: &Node, key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match set(node, key, value).await {
+            Err(AccessError::NotLeader { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            result => return committed(result),
+        }
+    }
+}
+
 pub fn committed(result: Result<Response, AccessError>) {
     match result {
         Ok(Response::Reply(Frame::Simple(ok))) if &ok[..] == "OK" => {}
