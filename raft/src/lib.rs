@@ -11,6 +11,9 @@
 
 /// Proposing writes and fencing reads, for client connections.
 pub mod client;
+
+/// openraft's runtime: tokio with timers aligned on a shared grid, so idle groups wake together.
+pub mod coarse_timers;
 /// Moving replicas and leadership across nodes, one retried step at a time.
 pub mod coordinator;
 /// A node's groups: starting, finding and stopping them.

@@ -116,8 +116,9 @@ impl Default for Counters {
 /// The writer's inbox: operations queued by every group, in order.
 ///
 /// Queuing never makes a system call unless the writer is asleep waiting for work and the
-/// operation has a waiter (an append, a vote, a barrier): the others (commit marks,
-/// truncations, purges) ride along with the next batch, or are written after `LAZY_WRITE`.
+/// operation has a waiter (an append, a vote, a barrier) or is the first one queued: the
+/// others (commit marks, truncations, purges) ride along with the next batch, or are written
+/// after `LAZY_WRITE`.
 #[derive(Default)]
 pub(crate) struct LogQueue {
     inbox: Mutex<Inbox>,
@@ -149,7 +150,9 @@ impl LogQueue {
         }
         inbox.ops.push(op);
         inbox.urgent += usize::from(urgent);
-        let wake = urgent && inbox.idle;
+        // An idle writer with nothing queued sleeps until woken: the first operation wakes
+        // it, so that one without a waiter is still written within `LAZY_WRITE`.
+        let wake = inbox.idle && (urgent || inbox.ops.len() == 1);
         if wake {
             inbox.idle = false;
         }
@@ -175,11 +178,14 @@ impl LogQueue {
         const QUIET: Duration = Duration::from_micros(50);
         const MAX_LINGER: Duration = Duration::from_micros(500);
         let mut inbox = self.inbox.lock();
-        // Queuing an operation without a waiter does not wake the writer: it looks for them
-        // every `LAZY_WRITE` (ten wake-ups a second, nothing next to an fsync).
+        // Operations without a waiter wait up to `LAZY_WRITE` for one with a waiter to ride
+        // along with; an empty queue waits for the first operation (an idle node's writer
+        // never wakes on its own).
         while inbox.urgent == 0 && !inbox.closed {
             inbox.idle = true;
-            if self.wake.wait_for(&mut inbox, LAZY_WRITE).timed_out() && !inbox.ops.is_empty() {
+            if inbox.ops.is_empty() {
+                self.wake.wait(&mut inbox);
+            } else if self.wake.wait_for(&mut inbox, LAZY_WRITE).timed_out() {
                 break;
             }
         }

@@ -34,6 +34,7 @@ openraft::declare_raft_types!(
         NodeId = NodeId,
         Node = NodeAddr,
         LeaderId = openraft::impls::leader_id_std::LeaderId<u64, NodeId>,
+        AsyncRuntime = crate::coarse_timers::CoarseTimers,
 );
 
 /// A snapshot's bytes, in memory.
