@@ -520,6 +520,52 @@ fn publish_reaches_subscribers_on_every_node() {
 }
 
 #[test]
+fn publish_reaches_subscribers_on_nodes_that_joined_later() {
+    let cluster = DevCluster::start(3, &["--spare", "2"]);
+    // Publishers relay to whom they know: wait until gossip told nodes 1 and 5 of all five.
+    for publisher in [1, 5] {
+        let started = Instant::now();
+        while redis_cli(cluster.port(publisher), &["cluster", "nodes"])
+            .lines()
+            .count()
+            < 5
+        {
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "gossip is slow"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+    let mut subscribers: Vec<(u16, RawClient)> = [1, 4, 5]
+        .iter()
+        .map(|&id| {
+            let mut client = RawClient::connect(cluster.port(id));
+            client.cmd(&["SUBSCRIBE", "news"]);
+            (id, client)
+        })
+        .collect();
+    // From a static member to the joined nodes, and from a joined node to everyone.
+    let messages = [(1, "from-1"), (5, "from-5")];
+    for (node, message) in messages {
+        RawClient::connect(cluster.port(node)).cmd(&["PUBLISH", "news", message]);
+    }
+    for (id, subscriber) in &mut subscribers {
+        let mut received = Vec::new();
+        for _ in messages {
+            let bytes = subscriber.read_reply_bytes().expect("a relayed message");
+            received.push(resp::value::parse(&bytes).unwrap().unwrap().0);
+        }
+        received.sort_by_key(|frame| format!("{frame:?}"));
+        let expected: Vec<Frame> = messages
+            .iter()
+            .map(|(_, m)| Frame::Array(vec![bulk("message"), bulk("news"), bulk(m)]))
+            .collect();
+        assert_eq!(received, expected, "node {id}");
+    }
+}
+
+#[test]
 fn gossip_marks_a_killed_node_failed_until_it_returns() {
     let mut cluster = DevCluster::start(3, &[]);
     let (p1, p3) = (cluster.port(1), cluster.port(3));

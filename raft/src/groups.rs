@@ -187,12 +187,8 @@ impl Groups {
                 members == [config.node_id]
             })
             .collect();
-        let relay = (placement.members().len() > 1).then(|| {
-            let (relay, relay_tasks) =
-                PublishRelay::start(config.node_id, &placement, &peers, &stop);
-            tasks.extend(relay_tasks);
-            relay
-        });
+        let relay = (placement.members().len() > 1 || config.joining.is_some())
+            .then(|| PublishRelay::new(config.node_id, &peers, &stop));
         let groups = Groups {
             node_id: config.node_id,
             placement: placement.clone(),
@@ -424,8 +420,12 @@ impl Groups {
 
     /// Sends a message published here to every other member's subscribers.
     pub fn relay_publish(&self, channel: &bytes::Bytes, message: &bytes::Bytes) {
-        if let Some(relay) = &self.relay {
-            relay.publish(channel, message);
+        let Some(relay) = &self.relay else { return };
+        let started = relay.publish(&self.members(), channel, message);
+        if !started.is_empty() {
+            let mut tasks = self.tasks.lock();
+            tasks.retain(|task| !task.is_finished());
+            tasks.extend(started);
         }
     }
 

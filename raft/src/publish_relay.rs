@@ -1,21 +1,24 @@
 //! PUBLISH across the cluster: Redis Cluster delivers a message published on any node to the
-//! subscribers of every node, so each node relays its clients' messages to its peers.
+//! subscribers of every node, so each node relays its clients' messages to every node it
+//! knows of: the static members, the replicas of its groups and the nodes gossip hears from
+//! (a node that joined later included).
 //!
 //! One queue and one sending task per peer keep one node's messages in publishing order. The
 //! queues are bounded: a peer that is down or slow loses messages (pub/sub is at-most-once in
 //! Redis too) rather than growing this node's memory.
 
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::PathAndQuery;
+use parking_lot::Mutex;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tonic::client::Grpc;
 
 use crate::network::Peers;
-use crate::placement::Placement;
-use crate::typ::NodeId;
+use crate::typ::{NodeAddr, NodeId};
 use crate::wire::{path, PostcardCodec, Published};
 
 /// Messages queued per peer before new ones are dropped.
@@ -24,49 +27,64 @@ const QUEUE: usize = 10_000;
 /// How long one relayed message may take to reach a peer.
 const SEND_TIMEOUT: Duration = Duration::from_secs(1);
 
-/// The sending side: a queue per peer.
+/// The sending side: a queue per peer, started the first time a message goes to that peer.
 pub struct PublishRelay {
-    queues: Vec<(NodeId, mpsc::Sender<Published>)>,
+    me: NodeId,
+    peers: Peers,
+    stop: watch::Receiver<bool>,
+    queues: Mutex<HashMap<NodeId, mpsc::Sender<Published>>>,
 }
 
 impl PublishRelay {
-    /// Starts one sending task per peer of `me`; they end when `stop` is set.
-    pub(crate) fn start(
-        me: NodeId,
-        placement: &Placement,
-        peers: &Peers,
-        stop: &watch::Sender<bool>,
-    ) -> (PublishRelay, Vec<JoinHandle<()>>) {
-        let mut queues = Vec::new();
-        let mut tasks = Vec::new();
-        for (&id, addr) in placement.members() {
-            if id == me {
-                continue;
-            }
-            let (tx, rx) = mpsc::channel(QUEUE);
-            queues.push((id, tx));
-            tasks.push(tokio::spawn(send_to_peer(
-                id,
-                addr.raft.clone(),
-                peers.clone(),
-                rx,
-                stop.subscribe(),
-            )));
+    /// A relay from `me`; its sending tasks end when `stop` is set.
+    pub(crate) fn new(me: NodeId, peers: &Peers, stop: &watch::Sender<bool>) -> PublishRelay {
+        PublishRelay {
+            me,
+            peers: peers.clone(),
+            stop: stop.subscribe(),
+            queues: Mutex::default(),
         }
-        (PublishRelay { queues }, tasks)
     }
 
-    /// Queues `message` on `channel` for every peer.
-    pub fn publish(&self, channel: &Bytes, message: &Bytes) {
-        for (peer, queue) in &self.queues {
+    /// Queues `message` on `channel` for every one of `members` but this node. Members are
+    /// whoever this node knows of at the time (static, joined, gossiped), so a node that joined
+    /// later receives messages too. Returns the sending tasks started for members seen for the
+    /// first time, for the caller to own.
+    pub(crate) fn publish(
+        &self,
+        members: &BTreeMap<NodeId, NodeAddr>,
+        channel: &Bytes,
+        message: &Bytes,
+    ) -> Vec<JoinHandle<()>> {
+        let mut started = Vec::new();
+        let mut queues = self.queues.lock();
+        for (&id, addr) in members {
+            if id == self.me {
+                continue;
+            }
+            let queue = queues.entry(id).or_insert_with(|| {
+                let (tx, rx) = mpsc::channel(QUEUE);
+                started.push(tokio::spawn(send_to_peer(
+                    id,
+                    addr.raft.clone(),
+                    self.peers.clone(),
+                    rx,
+                    self.stop.clone(),
+                )));
+                tx
+            });
             let relayed = Published {
                 channel: channel.clone(),
                 message: message.clone(),
             };
             if queue.try_send(relayed).is_err() {
-                tracing::debug!(peer, "publish relay queue full or closed, message dropped");
+                tracing::debug!(
+                    peer = id,
+                    "publish relay queue full or closed, message dropped"
+                );
             }
         }
+        started
     }
 }
 
