@@ -4,15 +4,15 @@
 //! Every change re-reads the cluster before each move, so a command that was interrupted (or
 //! whose coordinator died) completes when it is run again.
 
-use std::collections::BTreeSet;
-use std::time::Instant;
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use raft::coordinator::{ChangeError, Coordinator};
 use raft::replica_call::CallError;
 use raft::{GroupId, GroupReplicas, NodeAddr, NodeId, ReplicaError};
 
-use crate::admin_plan::{self, GroupView};
+use crate::admin_plan::{self, GroupView, Step};
 
 #[derive(clap::Parser)]
 pub struct AdminArgs {
@@ -47,8 +47,16 @@ enum AdminCommand {
     },
     /// Moves every replica (and leadership) off a node, then evens out the rest.
     RemoveNode { id: NodeId },
-    /// Evens out replicas, then leaders, across the nodes that replicate anything.
-    Rebalance,
+    /// Evens out replicas, then leaders, across the nodes that replicate anything, weighted by
+    /// each group's load (writes per second and keys, measured over `--sample`).
+    Rebalance {
+        /// How many groups may change at once.
+        #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+        budget: u16,
+        /// Seconds over which each group's write rate is measured.
+        #[arg(long, default_value_t = 3.0)]
+        sample: f64,
+    },
 }
 
 /// How long `status` waits for the node registry before showing the nodes it saw instead.
@@ -104,9 +112,14 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             // It holds nothing now: its id is retired, never to be used again.
             coordinator.retire_node(id).await?;
         }
-        AdminCommand::Rebalance => {
+        AdminCommand::Rebalance { budget, sample } => {
+            if !(sample.is_finite() && (0.1..=600.0).contains(&sample)) {
+                bail!("--sample must be between 0.1 and 600 seconds");
+            }
             let nodes = replicating_nodes(&survey(&mut coordinator).await?);
-            even_out(&mut coordinator, &nodes).await?;
+            let weights =
+                measure_weights(&mut coordinator, Duration::from_secs_f64(sample)).await?;
+            rebalance(&mut coordinator, &nodes, &weights, budget.into()).await?;
         }
     }
     println!("done in {:.1}s", started.elapsed().as_secs_f64());
@@ -146,6 +159,80 @@ async fn even_out(
     }
 }
 
+/// Each group's weight from its load (see [`admin_plan::weigh`]): its write rate (entries its
+/// log applied per second over `sample`) and its keys, each against the average group.
+async fn measure_weights(
+    coordinator: &mut Coordinator<fn(&str)>,
+    sample: Duration,
+) -> anyhow::Result<BTreeMap<GroupId, f64>> {
+    let before = survey(coordinator).await?;
+    let started = Instant::now();
+    tokio::time::sleep(sample).await;
+    let after = survey(coordinator).await?;
+    let seconds = started.elapsed().as_secs_f64();
+    let loads: Vec<(GroupId, f64, f64)> = after
+        .iter()
+        .map(|g| {
+            let was = before
+                .iter()
+                .find(|b| b.group == g.group)
+                .map_or(g.last_applied, |b| b.last_applied);
+            let writes = g.last_applied.saturating_sub(was) as f64 / seconds;
+            (g.group, writes, g.keys as f64)
+        })
+        .collect();
+    let count = loads.len().max(1) as f64;
+    let mean_writes = loads.iter().map(|l| l.1).sum::<f64>() / count;
+    let mean_keys = loads.iter().map(|l| l.2).sum::<f64>() / count;
+    println!(
+        "{:>5}  {:>9}  {:>9}  {:>6}",
+        "GROUP", "WRITES/S", "KEYS", "WEIGHT"
+    );
+    let mut weights = BTreeMap::new();
+    for (group, writes, keys) in loads {
+        let weight = admin_plan::weigh(writes, keys, mean_writes, mean_keys);
+        println!("{group:>5}  {writes:>9.0}  {keys:>9}  {weight:>6.2}");
+        weights.insert(group, weight);
+    }
+    Ok(weights)
+}
+
+/// Moves replicas, then leaderships, by batches of up to `budget` concurrent changes, until
+/// the nodes' loads (by `weights`) are even.
+async fn rebalance(
+    coordinator: &mut Coordinator<fn(&str)>,
+    nodes: &BTreeSet<NodeId>,
+    weights: &BTreeMap<GroupId, f64>,
+    budget: usize,
+) -> anyhow::Result<()> {
+    loop {
+        let mut groups = views(&survey(coordinator).await?);
+        for group in &mut groups {
+            group.weight = weights.get(&group.group).copied().unwrap_or(1.0);
+        }
+        let steps = admin_plan::batch(&groups, nodes, budget);
+        if steps.is_empty() {
+            return Ok(());
+        }
+        let mut running = tokio::task::JoinSet::new();
+        for step in steps {
+            let mut coordinator = coordinator.clone();
+            running.spawn(async move {
+                match step {
+                    Step::Move(step) => apply(&mut coordinator, step).await,
+                    Step::Lead { group, to } => {
+                        println!("transfer group {group}'s leadership to node {to}");
+                        Ok(coordinator.transfer_leadership(group, to).await?)
+                    }
+                }
+            });
+        }
+        while let Some(done) = running.join_next().await {
+            done.context("a change's task failed")??;
+        }
+    }
+}
+
 /// Every group's replicas, from its leader when it answers.
 async fn survey(coordinator: &mut Coordinator<fn(&str)>) -> anyhow::Result<Vec<GroupReplicas>> {
     let mut groups = Vec::new();
@@ -169,6 +256,7 @@ fn views(groups: &[GroupReplicas]) -> Vec<GroupView> {
             group: g.group,
             leader: g.leader,
             voters: g.voters.clone(),
+            weight: 1.0,
         })
         .collect()
 }
@@ -191,8 +279,8 @@ fn ids(nodes: &BTreeSet<NodeId>) -> String {
 
 async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn(&str)>) {
     println!(
-        "{:>5}  {:>11}  {:>6}  {:>5}  {:<12}  {:<9}  {:<9}  {:>8}",
-        "GROUP", "SLOTS", "LEADER", "TERM", "VOTERS", "LEARNERS", "STATE", "APPLIED"
+        "{:>5}  {:>11}  {:>6}  {:>5}  {:<12}  {:<9}  {:<9}  {:>8}  {:>9}",
+        "GROUP", "SLOTS", "LEADER", "TERM", "VOTERS", "LEARNERS", "STATE", "APPLIED", "KEYS"
     );
     for g in groups {
         let (first, last) = crate::cmd::cluster::slot_range(groups.len(), g.group as usize);
@@ -202,7 +290,7 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
             (Some(_), false) => "ok",
         };
         println!(
-            "{:>5}  {:>11}  {:>6}  {:>5}  {:<12}  {:<9}  {:<9}  {:>8}",
+            "{:>5}  {:>11}  {:>6}  {:>5}  {:<12}  {:<9}  {:<9}  {:>8}  {:>9}",
             g.group,
             format!("{first}-{last}"),
             g.leader.map_or("-".into(), |l| l.to_string()),
@@ -210,7 +298,8 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
             ids(&g.voters),
             ids(&g.learners),
             state,
-            g.last_applied
+            g.last_applied,
+            g.keys
         );
     }
     println!();

@@ -761,3 +761,72 @@ fn leadership_transfers_cost_redis_benchmark_no_error() {
         "{stdout}\n{stderr}"
     );
 }
+
+#[test]
+fn rebalance_leaves_the_leader_of_a_hot_group_nothing_else_to_lead() {
+    let cluster = DevCluster::start(3, &[]);
+    // One client writes one key as fast as it can: all writes go to one group.
+    let hot_key = "hot";
+    let slot: usize = redis_cli(cluster.port(1), &["cluster", "keyslot", hot_key])
+        .trim()
+        .parse()
+        .unwrap();
+    let hot_group = slot * 16 / 16384;
+    let writer = format!(
+        "import redis, time\n\
+         rc = redis.RedisCluster(host='127.0.0.1', port={}, cluster_error_retry_attempts=10)\n\
+         end = time.time() + 30\n\
+         i = 0\n\
+         while time.time() < end:\n    rc.set('{hot_key}', i)\n    i += 1\n",
+        cluster.port(1)
+    );
+    let mut writer = Command::new("python3")
+        .args(["-c", &writer])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("run python3");
+    std::thread::sleep(Duration::from_secs(2));
+    let (out, took) = admin(&cluster, &["rebalance", "--budget", "2", "--sample", "2"]);
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    eprintln!("rebalance took {:.1}s:\n{out}", took.as_secs_f64());
+    // The measured weights: the hot group weighs most.
+    let weights: Vec<(usize, f64)> = out
+        .lines()
+        .skip_while(|line| !line.contains("WEIGHT"))
+        .skip(1)
+        .map_while(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            Some((fields.first()?.parse().ok()?, fields.get(3)?.parse().ok()?))
+        })
+        .collect();
+    assert_eq!(weights.len(), 16, "{out}");
+    let heaviest = weights.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    assert_eq!(heaviest.0, hot_group, "{out}");
+    // Every other group's leadership went to the two other nodes.
+    let status = &out[out.find("done in").expect("rebalance finished")..];
+    let hot_leader: u16 = status
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("GROUP"))
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.first()?.parse::<usize>().ok()? == hot_group)
+                .then(|| fields.get(2)?.parse().ok())?
+        })
+        .expect("the hot group's row");
+    for (node, replicas, leads) in shares(status) {
+        assert_eq!(replicas, 16, "{status}");
+        if node == hot_leader {
+            assert_eq!(
+                leads, 1,
+                "node {node} leads the hot group and more:\n{status}"
+            );
+        } else {
+            assert!(
+                (7..=8).contains(&leads),
+                "node {node} leads {leads}:\n{status}"
+            );
+        }
+    }
+}

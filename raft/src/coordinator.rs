@@ -44,7 +44,9 @@ enum Target {
     Node(String),
 }
 
-/// Drives membership changes through the nodes it knows, learning others as it goes.
+/// Drives membership changes through the nodes it knows, learning others as it goes. A clone
+/// drives another change concurrently (one per group at a time: the nodes refuse a second).
+#[derive(Clone)]
 pub struct Coordinator<P> {
     /// Raft addresses to ask first (given on the command line).
     seeds: Vec<String>,

@@ -96,6 +96,8 @@ pub struct GroupReplicas {
     pub last_applied: u64,
     /// The log index each replica is known to hold (known by the leader only).
     pub matched: BTreeMap<NodeId, u64>,
+    /// Keys the answering replica holds for the group (expired ones not yet removed included).
+    pub keys: u64,
 }
 
 /// Why a membership step was not taken. Every such step may be retried.
@@ -195,6 +197,7 @@ fn replicas_of(group: GroupId, seen_by: NodeId, raft: &Raft) -> GroupReplicas {
                     .collect()
             })
             .unwrap_or_default(),
+        keys: 0,
     }
 }
 
@@ -259,7 +262,9 @@ impl Groups {
             return Err(ReplicaError::NoSuchGroup(group));
         }
         let raft = self.raft(group).ok_or(ReplicaError::NotHere(group))?;
-        Ok(replicas_of(group, self.node_id(), &raft))
+        let mut replicas = replicas_of(group, self.node_id(), &raft);
+        replicas.keys = self.db().group_len(group as usize) as u64;
+        Ok(replicas)
     }
 
     /// Starts an empty replica of `group` here, which waits for its leader to replicate to it
