@@ -112,13 +112,13 @@ impl StateMachine {
                         applied: w.applied,
                     })
                     .collect();
-                match self.db.execute_multi(&specs, &watches, ctx) {
+                match self.db.execute_multi(group, &specs, &watches, ctx) {
                     Some(replies) => Response::Reply(Frame::Array(replies)),
                     None => Response::Reply(Frame::NullArray),
                 }
             }
             Op::Expire(keys) => {
-                let removed = self.db.remove_expired(keys, ctx.now_ms);
+                let removed = self.db.remove_expired(group, keys, ctx.now_ms);
                 Response::Reply(Frame::Integer(removed as i64))
             }
         }

@@ -1,6 +1,6 @@
 //! The engine's front door: routes a command to the keyspaces it touches, locks them, runs it.
 
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU16, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -15,6 +15,7 @@ use crate::cmd::{self, LockScope};
 use crate::exec::{BlockOn, Exec, ExecCtx, Locked};
 use crate::keyspace::{Keyspace, KeyspaceStats};
 use crate::slot::{slot_of, Slot, SLOT_COUNT};
+use crate::slot_set::SlotSet;
 use crate::snapshot::{self, SnapshotError};
 
 /// Settings the engine reads while it runs; CONFIG SET changes them live.
@@ -69,6 +70,9 @@ pub struct Watch {
 /// KEYS, SCAN, FLUSHALL) lock every keyspace.
 pub struct Db {
     keyspaces: Box<[Mutex<Keyspace>]>,
+    /// For each slot, the keyspace (group) that holds it on this node: the group this node
+    /// takes to own the slot. Starts as contiguous ranges; changes as slots move.
+    routes: Box<[AtomicU16]>,
     groups: usize,
     blocking: Blocking,
     config: EngineConfig,
@@ -85,8 +89,12 @@ impl Db {
                 ))
             })
             .collect();
+        let routes = (0..SLOT_COUNT)
+            .map(|slot| AtomicU16::new((slot * groups / SLOT_COUNT) as u16))
+            .collect();
         Db {
             keyspaces,
+            routes,
             groups,
             blocking: Blocking::default(),
             config: EngineConfig::default(),
@@ -102,9 +110,26 @@ impl Db {
         self.groups
     }
 
-    /// The slot group owning `slot`.
+    /// The slot group owning `slot`, as far as this node knows (see [`Db::set_route`]).
     pub fn group_of_slot(&self, slot: Slot) -> usize {
-        slot as usize * self.groups / SLOT_COUNT
+        self.routes[slot as usize].load(Ordering::Relaxed) as usize
+    }
+
+    /// Records that `group` owns `slot` now: commands not run by a group's log (reads) look
+    /// for its keys in that group's keyspace.
+    pub fn set_route(&self, slot: Slot, group: usize) {
+        if group < self.groups {
+            self.routes[slot as usize].store(group as u16, Ordering::Relaxed);
+        }
+    }
+
+    /// The slots each group owns as this node knows it: its routes, by group.
+    pub fn routes(&self) -> Vec<SlotSet> {
+        let mut by_group = vec![SlotSet::default(); self.groups];
+        for slot in 0..SLOT_COUNT as Slot {
+            by_group[self.group_of_slot(slot)].insert(slot);
+        }
+        by_group
     }
 
     /// The engine's live settings.
@@ -163,9 +188,10 @@ impl Db {
         self.finish(exec, reply, caller)
     }
 
-    /// Runs one command of a replicated group's log: like [`Db::execute`], but a command over
-    /// the whole keyspace (FLUSHALL) covers only `group`, as each group's log carries its own
-    /// copy of it.
+    /// Runs one command of a replicated group's log: like [`Db::execute`], but in `group`'s
+    /// keyspace only (a group's log applies to its own keyspace, whatever this node's routes
+    /// say), so a command over the whole keyspace (FLUSHALL) covers only `group`, as each
+    /// group's log carries its own copy of it.
     pub fn execute_in_group(
         &self,
         group: usize,
@@ -179,44 +205,24 @@ impl Db {
                 block: None,
             };
         };
-        let groups = match def.locks {
-            LockScope::All => smallvec::smallvec![group],
-            LockScope::Keys => self.groups_for(def.locks, spec, args),
-        };
-        let mut exec = Exec::new(self.lock(&groups), self, ctx, false);
+        let mut exec = Exec::new(self.lock_confined(group), self, ctx, false);
         let reply = (def.handler)(&mut exec, args).unwrap_or_else(|e| e.to_frame());
         self.finish(exec, reply, &Caller::default())
     }
 
-    /// Runs a transaction's commands as one atomic step, unless a watched key changed (then
-    /// returns None, and nothing ran).
+    /// Runs a transaction of `group`'s log as one atomic step in its keyspace, unless a watched
+    /// key changed (then returns None, and nothing ran).
     pub fn execute_multi(
         &self,
+        group: usize,
         commands: &[(&CommandSpec, &[Bytes])],
         watches: &[Watch],
         ctx: ExecCtx,
     ) -> Option<Vec<Frame>> {
-        let mut groups: SmallVec<[usize; 4]> = SmallVec::new();
-        for (spec, args) in commands {
-            let Some(def) = cmd::lookup_spec(spec) else {
-                continue;
-            };
-            groups.extend(self.groups_for(def.locks, spec, args));
-        }
-        for watch in watches {
-            groups.push(self.group_of_slot(slot_of(&watch.key)));
-        }
-        groups.sort_unstable();
-        groups.dedup();
-        let locked = self.lock(&groups);
-        // Checked under the locks, so no write can land between the check and the commands.
+        let locked = self.lock_confined(group);
+        // Checked under the lock, so no write can land between the check and the commands.
+        let ks = &locked.guards[0].1;
         let dirty = watches.iter().any(|watch| {
-            let ks = &locked
-                .guards
-                .iter()
-                .find(|(g, _)| *g == self.group_of_slot(slot_of(&watch.key)))
-                .expect("watched keyspace locked")
-                .1;
             ks.changed_since(&watch.key, watch.applied)
                 || (!watch.expired && ks.is_expired(&watch.key, ctx.now_ms))
         });
@@ -328,12 +334,12 @@ impl Db {
         self.keyspaces[group].lock().expired_keys(now_ms, limit)
     }
 
-    /// Removes each of `keys` that is expired at `now_ms`; returns how many were removed. This
-    /// is how a replicated group applies the deletions its leader proposes.
-    pub fn remove_expired(&self, keys: &[Vec<u8>], now_ms: u64) -> usize {
+    /// Removes each of `keys` of `group` that is expired at `now_ms`; returns how many were
+    /// removed. This is how a replicated group applies the deletions its leader proposes.
+    pub fn remove_expired(&self, group: usize, keys: &[Vec<u8>], now_ms: u64) -> usize {
         let mut removed = 0;
+        let mut ks = self.keyspaces[group].lock();
         for key in keys {
-            let mut ks = self.keyspaces[self.group_of_slot(slot_of(key))].lock();
             if ks.is_expired(key, now_ms) {
                 ks.remove(key);
                 ks.touch(key);
@@ -379,6 +385,15 @@ impl Db {
                 .iter()
                 .map(|&g| (g, self.keyspaces[g].lock()))
                 .collect(),
+            confined: false,
+        }
+    }
+
+    /// Locks `group`'s keyspace for a command of its log: every key it names goes there.
+    fn lock_confined(&self, group: usize) -> Locked<'_> {
+        Locked {
+            guards: smallvec::smallvec![(group, self.keyspaces[group].lock())],
+            confined: true,
         }
     }
 

@@ -40,6 +40,10 @@ pub struct BlockOn {
 /// The keyspaces a command holds locked, in group order.
 pub(crate) struct Locked<'a> {
     pub(crate) guards: SmallVec<[(usize, MutexGuard<'a, Keyspace>); 2]>,
+    /// Every key goes to the one locked keyspace, whatever this node's routes say: a group's
+    /// log applies to its own keyspace only (routes change as slots move between groups,
+    /// while a replica may still be applying entries from before the move).
+    pub(crate) confined: bool,
 }
 
 /// A command's access to the data.
@@ -106,6 +110,9 @@ impl<'a> Exec<'a> {
     }
 
     fn index_of(&self, key: &[u8]) -> usize {
+        if self.locked.confined {
+            return 0;
+        }
         if self.locked.guards.len() == 1 {
             // The common single-keyspace case: skip hashing the key to its slot again.
             debug_assert_eq!(

@@ -10,6 +10,7 @@ use rand::Rng;
 
 use crate::blob::Blob;
 use crate::slot::{slot_of, Slot};
+use crate::slot_set::SlotSet;
 use crate::value::{Hasher, Value};
 
 /// A key, its value and its deadline.
@@ -68,21 +69,26 @@ pub const SLOTS_PER_CHUNK: usize = 16;
 /// Number of chunks of slots.
 pub const CHUNK_COUNT: usize = crate::slot::SLOT_COUNT / SLOTS_PER_CHUNK;
 
-/// The keys of a contiguous slot range (one slot group).
+/// The keys of one slot group, and the slots it owns.
 ///
 /// Keys live in one hash table per chunk of 16 slots, so SCAN can walk chunk by chunk
 /// (returning whole chunks keeps SCAN's guarantee without a resizable-table cursor), a chunk's
 /// keys can be enumerated without touching the others, and slot key counts are O(1). Entries are
 /// boxed: a table bucket is then one pointer, which keeps the half-empty buckets of a growing
-/// table cheap.
+/// table cheap. Every keyspace has a table per chunk (an empty table allocates nothing), so
+/// any slot's keys can live in it: a group's slots are not fixed for its lifetime.
+///
+/// Which slots the group owns is kept here too, under the same lock, so a command checks
+/// ownership and runs in one step. Keys of a slot it does not own may be present (a slot
+/// being handed to another group keeps its keys until the hand-over completes).
 ///
 /// Reads (`get`) treat an expired key as absent but never remove it, so a read never changes
 /// state; write paths (`get_mut`, `remove`, ...) remove it, deterministically, given the
 /// caller's clock.
 pub struct Keyspace {
-    slots: Range<usize>,
-    /// The first chunk with a slot in `slots`; `tables[i]` holds chunk `first_chunk + i`.
-    first_chunk: usize,
+    /// The slots this group owns.
+    owned: SlotSet,
+    /// `tables[chunk]` holds the keys of slots `chunk * SLOTS_PER_CHUNK..`.
     tables: Vec<HashTable<Box<Entry>>>,
     /// Keys per slot (expired ones not yet removed included), for COUNTKEYSINSLOT.
     slot_counts: Vec<u32>,
@@ -106,16 +112,14 @@ pub struct Keyspace {
 impl Keyspace {
     /// Creates an empty keyspace owning `slots`.
     pub fn new(slots: Range<usize>) -> Keyspace {
-        let first_chunk = slots.start / SLOTS_PER_CHUNK;
-        let last_chunk = slots.end.saturating_sub(1) / SLOTS_PER_CHUNK;
-        let tables = (first_chunk..=last_chunk)
-            .map(|_| HashTable::new())
-            .collect();
+        let mut owned = SlotSet::default();
+        for slot in slots {
+            owned.insert(slot as Slot);
+        }
         Keyspace {
-            first_chunk,
-            slot_counts: vec![0; slots.len()],
-            slots,
-            tables,
+            owned,
+            tables: (0..CHUNK_COUNT).map(|_| HashTable::new()).collect(),
+            slot_counts: vec![0; crate::slot::SLOT_COUNT],
             len: 0,
             volatile: BTreeSet::new(),
             changes: vec![0; CHANGE_BUCKETS].into_boxed_slice(),
@@ -128,13 +132,18 @@ impl Keyspace {
     }
 
     /// The slots this keyspace owns.
-    pub fn slots(&self) -> Range<usize> {
-        self.slots.clone()
+    pub fn owned(&self) -> &SlotSet {
+        &self.owned
+    }
+
+    /// Replaces the slots this keyspace owns (its keys stay as they are).
+    pub fn set_owned(&mut self, owned: SlotSet) {
+        self.owned = owned;
     }
 
     /// Returns true if `slot` belongs to this keyspace.
     pub fn owns(&self, slot: Slot) -> bool {
-        self.slots.contains(&(slot as usize))
+        self.owned.contains(slot)
     }
 
     /// Number of keys, expired-but-not-yet-removed ones included (as Redis's DBSIZE).
@@ -154,18 +163,11 @@ impl Keyspace {
 
     fn locate(&self, key: &[u8]) -> (usize, u64) {
         let slot = slot_of(key) as usize;
-        assert!(
-            self.slots.contains(&slot),
-            "key routed to the wrong keyspace"
-        );
-        (
-            slot / SLOTS_PER_CHUNK - self.first_chunk,
-            self.hasher.hash_one(key),
-        )
+        (slot / SLOTS_PER_CHUNK, self.hasher.hash_one(key))
     }
 
     fn count_slot(&mut self, key: &[u8], delta: i32) {
-        let index = slot_of(key) as usize - self.slots.start;
+        let index = slot_of(key) as usize;
         self.slot_counts[index] = self.slot_counts[index].wrapping_add_signed(delta);
     }
 
@@ -271,11 +273,10 @@ impl Keyspace {
             .collect()
     }
 
-    /// The live entries of one chunk of slots (none if the chunk is not this keyspace's).
+    /// The live entries of one chunk of slots (none past the last chunk).
     pub fn chunk_entries(&self, chunk: usize, now_ms: u64) -> impl Iterator<Item = &Entry> {
-        chunk
-            .checked_sub(self.first_chunk)
-            .and_then(|i| self.tables.get(i))
+        self.tables
+            .get(chunk)
             .into_iter()
             .flat_map(|t| t.iter())
             .map(|e| &**e)
@@ -284,7 +285,7 @@ impl Keyspace {
 
     /// Number of keys stored in one slot.
     pub fn slot_len(&self, slot: usize) -> usize {
-        self.slot_counts[slot - self.slots.start] as usize
+        self.slot_counts[slot] as usize
     }
 
     /// Every stored entry, expired ones not yet removed included (for snapshots).
@@ -433,7 +434,7 @@ mod tests {
     fn slot_counts_and_chunks_follow_inserts_and_removals() {
         let keys = ["{user1000}.a", "{user1000}.b", "{user1000}.c"];
         let slot = slot_of(keys[0].as_bytes()) as usize;
-        // A range that does not start at chunk 0, around the keys' slot.
+        // Owning a range that does not start at chunk 0, around the keys' slot.
         let start = slot - slot % 100;
         let mut ks = Keyspace::new(start..start + 100);
         for key in keys {
@@ -449,7 +450,7 @@ mod tests {
         assert_eq!(
             ks.chunk_entries(CHUNK_COUNT + 5, 0).count(),
             0,
-            "no such chunk here"
+            "no such chunk"
         );
         ks.clear();
         assert_eq!(ks.slot_len(slot), 0);

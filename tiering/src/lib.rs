@@ -34,6 +34,8 @@ pub mod keyspace;
 pub mod long_double;
 /// Hash slots.
 pub mod slot;
+/// Sets of hash slots.
+pub mod slot_set;
 /// A keyspace as bytes, for snapshots.
 pub mod snapshot;
 /// Stored values.
