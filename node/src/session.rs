@@ -434,20 +434,19 @@ impl Session {
         }
         let outcome = if Db::handles(spec) {
             let ctx = self.exec_ctx();
-            Outcome::Reply(
-                self.server
-                    .db
-                    .execute(
-                        spec,
-                        args,
-                        ctx,
-                        &Caller {
-                            only_groups: only_groups.as_deref(),
-                            ..Caller::default()
-                        },
-                    )
-                    .reply,
-            )
+            let executed = self.server.db.execute(
+                spec,
+                args,
+                ctx,
+                &Caller {
+                    only_groups: only_groups.as_deref(),
+                    ..Caller::default()
+                },
+            );
+            match executed.moved {
+                Some(slot) => Outcome::Reply(self.slot_moved(slot)),
+                None => Outcome::Reply(executed.reply),
+            }
         } else {
             cmd::run(self, spec, args)
         };
@@ -546,7 +545,7 @@ impl Session {
         match then {
             Then::Reply { spec, args, micros } => {
                 let slot = request_slot(spec, &args);
-                let outcome = Outcome::Reply(reply_of(result, slot));
+                let outcome = Outcome::Reply(self.reply_for(result, slot));
                 self.record_micros(spec, &args, &outcome, micros);
                 outcome
             }
@@ -571,7 +570,7 @@ impl Session {
             blocked.retrying = true;
             return None;
         }
-        let frame = reply_of(result, request_slot(blocked.spec, &blocked.args));
+        let frame = self.reply_for(result, request_slot(blocked.spec, &blocked.args));
         // Like Redis 7.0, a blocked client whose key changed type keeps waiting.
         if blocked.retrying && matches!(&frame, Frame::Error(text) if text.starts_with("WRONGTYPE"))
         {
@@ -745,7 +744,7 @@ impl Session {
             .queued
             .iter()
             .find_map(|(spec, args)| request_slot(spec, args));
-        let frame = match reply_of(result, slot) {
+        let frame = match self.reply_for(result, slot) {
             Frame::Array(engine_replies) => {
                 let mut engine_replies = engine_replies.into_iter();
                 let mut replies = Vec::with_capacity(plan.queued.len());
@@ -774,6 +773,29 @@ impl Session {
         outcome
     }
 
+    /// The reply for the result of a write: as [`reply_of`], but a command refused because
+    /// its slot left the group is redirected to where it went.
+    fn reply_for(&self, result: Result<Response, AccessError>, slot: Option<u16>) -> Frame {
+        match result {
+            Ok(Response::NotOwned { slot }) => self.slot_moved(slot),
+            other => reply_of(other, slot),
+        }
+    }
+
+    /// The reply to a command whose slot the group it went to does not own: MOVED to the
+    /// leader of the group this node now routes the slot to, or TRYAGAIN while the slot is
+    /// between groups (or its new group has no leader). Nothing was applied.
+    pub fn slot_moved(&self, slot: u16) -> Frame {
+        let group = self.server.db.group_of_slot(slot) as u32;
+        let raft = &self.server.groups;
+        match raft.leader_of(group) {
+            Some((id, addr)) if id != raft.node_id() => {
+                Frame::error(format!("MOVED {slot} {}", addr.client))
+            }
+            _ => slot_moving(slot),
+        }
+    }
+
     /// Releases everything the session holds: subscriptions, watches, its client record.
     pub fn close(&mut self) {
         self.unwatch_all();
@@ -791,8 +813,17 @@ fn reply_of(result: Result<Response, AccessError>, slot: Option<u16>) -> Frame {
     match result {
         Ok(Response::Reply(frame)) => frame,
         Ok(Response::WouldBlock { .. }) | Ok(Response::Nothing) => Frame::NullArray,
+        Ok(Response::NotOwned { slot }) => slot_moving(slot),
         Err(error) => access_error(&error, slot),
     }
+}
+
+/// The reply to a command whose slot is between two groups: it certainly did not apply, and
+/// Redis Cluster clients retry TRYAGAIN.
+fn slot_moving(slot: u16) -> Frame {
+    Frame::error(format!(
+        "TRYAGAIN Slot {slot} is moving between slot groups; the command was not applied"
+    ))
 }
 
 /// The reply to a command whose slot group has no leader this node knows of.

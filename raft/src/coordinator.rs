@@ -37,7 +37,7 @@ pub enum ChangeError {
 }
 
 /// Where a step is sent.
-enum Target {
+pub(crate) enum Target {
     /// The group's leader, found again on every attempt (so the step follows leadership).
     Leader(GroupId),
     /// One node's raft address.
@@ -164,6 +164,11 @@ impl<P: FnMut(&str)> Coordinator<P> {
         seen.ok_or(ChangeError::NoAnswer { group, last })
     }
 
+    /// Reports a step to the progress callback.
+    pub(crate) fn say(&mut self, line: &str) {
+        (self.progress)(line);
+    }
+
     /// Sends `call` to `target` until it is done or fails for good.
     async fn until_done(
         &mut self,
@@ -172,6 +177,16 @@ impl<P: FnMut(&str)> Coordinator<P> {
         call: ReplicaCall,
     ) -> Result<(), ChangeError> {
         (self.progress)(step);
+        self.until_answered(step, target, call).await.map(|_| ())
+    }
+
+    /// Sends `call` to `target` until it is answered or fails for good; returns the answer.
+    pub(crate) async fn until_answered(
+        &mut self,
+        step: &str,
+        target: Target,
+        call: ReplicaCall,
+    ) -> Result<ReplicaReply, ChangeError> {
         let deadline = Instant::now() + STEP_TIMEOUT;
         let mut reported = Instant::now();
         loop {
@@ -181,7 +196,7 @@ impl<P: FnMut(&str)> Coordinator<P> {
             };
             let error = match addr {
                 Ok(addr) => match send(&addr, call.clone()).await {
-                    Ok(_) => return Ok(()),
+                    Ok(reply) => return Ok(reply),
                     Err(error) => error,
                 },
                 Err(ChangeError::Step { error, .. }) => error,

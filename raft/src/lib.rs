@@ -44,6 +44,10 @@ pub mod replicas;
 pub mod request;
 /// The receiving end of the transport: the raft gRPC service.
 pub mod service;
+/// The steps of moving slots between groups, as a group's leader carries them out.
+pub mod slot_calls;
+/// Moving slots between groups, as a coordinator drives it.
+pub mod slot_mover;
 /// The state machine of one group.
 pub mod state_machine;
 /// The openraft type configuration and aliases.
@@ -57,6 +61,6 @@ pub use log_store::{LogDb, LogDbStats, LogStore};
 pub use metrics::RaftMetrics;
 pub use placement::{Placement, PlacementError};
 pub use replicas::{GroupReplicas, ReplicaCall, ReplicaError, ReplicaReply};
-pub use request::{Op, Request, Response, WatchedKey};
+pub use request::{Op, Request, Response, SlotOp, WatchedKey};
 pub use state_machine::StateMachine;
 pub use typ::{GroupId, NodeAddr, NodeId, TypeConfig};

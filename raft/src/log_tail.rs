@@ -17,7 +17,7 @@ use std::ops::Range;
 use openraft::entry::RaftEntry;
 use openraft::EntryPayload;
 
-use crate::request::Op;
+use crate::request::{Op, SlotOp};
 use crate::typ::Entry;
 
 /// Written entries beyond this many are dropped from the tail, oldest first.
@@ -183,6 +183,8 @@ fn approx_bytes(entry: &Entry) -> usize {
                         + watches.iter().map(|w| w.key.len() + 32).sum::<usize>()
                 }
                 Op::Expire(keys) => args(keys),
+                Op::Slots(SlotOp::Import { page, .. }) => page.len(),
+                Op::Slots(_) => 0,
             },
             EntryPayload::Blank | EntryPayload::Membership(_) => 0,
         }

@@ -53,7 +53,7 @@ pub fn meta_members(placement: &Placement) -> BTreeMap<NodeId, NodeAddr> {
         .collect()
 }
 
-fn access_error(group: GroupId, error: AccessError) -> ReplicaError {
+pub(crate) fn access_error(group: GroupId, error: AccessError) -> ReplicaError {
     match error {
         AccessError::NotLeader { .. } => ReplicaError::NotLeader {
             group,
@@ -63,7 +63,7 @@ fn access_error(group: GroupId, error: AccessError) -> ReplicaError {
     }
 }
 
-fn now_ms() -> u64 {
+pub(crate) fn now_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_millis() as u64)

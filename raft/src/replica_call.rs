@@ -9,7 +9,7 @@ use tonic::transport::Endpoint;
 use tonic::Request;
 
 use crate::replicas::{ReplicaCall, ReplicaError, ReplicaReply};
-use crate::wire::{path, PostcardCodec};
+use crate::wire::{path, PostcardCodec, MAX_MESSAGE};
 
 /// How long one call may take: a promotion commits two configurations, a transfer waits for
 /// the new leader.
@@ -47,7 +47,10 @@ pub async fn send(addr: &str, call: ReplicaCall) -> Result<ReplicaReply, CallErr
             .connect()
             .await
             .map_err(|e| unreachable(e.to_string()))?;
-        let mut grpc = Grpc::new(channel);
+        // Pages of a slot move's keys go both ways.
+        let mut grpc = Grpc::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE);
         grpc.ready().await.map_err(|e| unreachable(e.to_string()))?;
         let reply = grpc
             .unary(

@@ -66,6 +66,19 @@ pub enum ReplicaCall {
     RetireNode { id: NodeId },
     /// Metadata leader: the node registry.
     Registry,
+    /// Leader: the group's slot state.
+    Slots { group: GroupId },
+    /// Leader: a page of the keys of `slot`, which the group handed over, after `skip` keys.
+    ExportSlot {
+        group: GroupId,
+        slot: u16,
+        skip: u64,
+    },
+    /// Leader: a step of a slot move, through the group's log.
+    SlotStep {
+        group: GroupId,
+        op: crate::request::SlotOp,
+    },
 }
 
 /// What a node answers to a [`ReplicaCall`].
@@ -75,6 +88,9 @@ pub enum ReplicaReply {
     Replicas(GroupReplicas),
     Members(BTreeMap<NodeId, NodeAddr>),
     Registry(Vec<crate::node_registry::RegisteredNode>),
+    Slots(crate::slot_calls::GroupSlots),
+    Page(crate::slot_calls::SlotPage),
+    Count(u64),
 }
 
 /// A group's replicas as one node sees them.
@@ -135,6 +151,8 @@ pub enum ReplicaError {
     NodeIdUsed { node: NodeId, why: String },
     #[error("the node is stopping")]
     Stopping,
+    #[error("group {group} refused the slot step: {why}")]
+    SlotRefused { group: GroupId, why: String },
 }
 
 impl ReplicaError {
@@ -225,6 +243,14 @@ impl Groups {
             ReplicaCall::RegisterNode { id, addr } => done(self.register_node(id, addr).await),
             ReplicaCall::RetireNode { id } => done(self.retire_node(id).await),
             ReplicaCall::Registry => self.registered_nodes().await.map(ReplicaReply::Registry),
+            ReplicaCall::Slots { group } => self.group_slots(group).await.map(ReplicaReply::Slots),
+            ReplicaCall::ExportSlot { group, slot, skip } => self
+                .export_slot(group, slot, skip)
+                .await
+                .map(ReplicaReply::Page),
+            ReplicaCall::SlotStep { group, op } => {
+                self.slot_step(group, op).await.map(ReplicaReply::Count)
+            }
         }
     }
 

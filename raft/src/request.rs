@@ -3,6 +3,8 @@ use std::fmt;
 use resp::Frame;
 use serde::{Deserialize, Serialize};
 
+use crate::typ::GroupId;
+
 /// What one log entry asks a group's state machine to do, with the clock and seed every
 /// replica applies it with (so all of them compute the same deadlines and random choices).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -26,6 +28,27 @@ pub enum Op {
     },
     /// Keys the leader found expired: each is deleted if it is still expired at `now_ms`.
     Expire(Vec<Vec<u8>>),
+    /// A step of moving slots between groups (see `tiering::SlotState`).
+    Slots(SlotOp),
+}
+
+/// A step of moving slots from one group to another, as an entry of one group's log.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SlotOp {
+    /// Stop serving `slots` (keeping their keys) and hand them to group `to`.
+    Release { slots: Vec<u16>, to: GroupId },
+    /// One page of `slot`'s keys (a `tiering::snapshot` dump) of import `session`; the first
+    /// page clears what an abandoned import left.
+    Import {
+        slot: u16,
+        session: u64,
+        first: bool,
+        page: Vec<u8>,
+    },
+    /// Own and serve `slots`, which import `session` brought in.
+    Adopt { slots: Vec<u16>, session: u64 },
+    /// Forget the keys of `slots`, handed over and adopted by their new group.
+    Drop { slots: Vec<u16> },
 }
 
 impl fmt::Display for Request {
@@ -41,6 +64,22 @@ impl fmt::Display for Request {
                 write!(f, "transaction of {} at {}", commands.len(), self.now_ms)
             }
             Op::Expire(keys) => write!(f, "expire {} keys at {}", keys.len(), self.now_ms),
+            Op::Slots(op) => write!(f, "{op}"),
+        }
+    }
+}
+
+impl fmt::Display for SlotOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SlotOp::Release { slots, to } => {
+                write!(f, "release {} slots to group {to}", slots.len())
+            }
+            SlotOp::Import { slot, page, .. } => {
+                write!(f, "import {} bytes of slot {slot}", page.len())
+            }
+            SlotOp::Adopt { slots, .. } => write!(f, "adopt {} slots", slots.len()),
+            SlotOp::Drop { slots } => write!(f, "drop {} slots", slots.len()),
         }
     }
 }
@@ -66,4 +105,7 @@ pub enum Response {
     /// Entries without a client (blank, membership).
     #[default]
     Nothing,
+    /// The command's slot is not this group's (it moved, or is moving, to another group):
+    /// nothing was applied.
+    NotOwned { slot: u16 },
 }

@@ -14,10 +14,11 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use resp::{CommandTable, Frame};
-use tiering::{Blob, Db, ExecCtx, Watch};
+use serde::{Deserialize, Serialize};
+use tiering::{Blob, Db, ExecCtx, SlotSet, SlotState, Watch};
 
 use crate::log_store::LogDb;
-use crate::request::{Op, Request, Response};
+use crate::request::{Op, Request, Response, SlotOp};
 use crate::typ::{
     GroupId, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
@@ -84,11 +85,12 @@ impl StateMachine {
                 match CommandTable::get().lookup_request(&args) {
                     Some(spec) => {
                         let executed = self.db.execute_in_group(group, spec, &args, ctx);
-                        match executed.block {
-                            Some(on) => Response::WouldBlock {
+                        match (executed.moved, executed.block) {
+                            (Some(slot), _) => Response::NotOwned { slot },
+                            (None, Some(on)) => Response::WouldBlock {
                                 deadline_ms: on.deadline_ms,
                             },
-                            None => Response::Reply(executed.reply),
+                            (None, None) => Response::Reply(executed.reply),
                         }
                     }
                     None => Response::Reply(unknown(&args)),
@@ -113,33 +115,136 @@ impl StateMachine {
                     })
                     .collect();
                 match self.db.execute_multi(group, &specs, &watches, ctx) {
-                    Some(replies) => Response::Reply(Frame::Array(replies)),
-                    None => Response::Reply(Frame::NullArray),
+                    Ok(Some(replies)) => Response::Reply(Frame::Array(replies)),
+                    Ok(None) => Response::Reply(Frame::NullArray),
+                    Err(slot) => Response::NotOwned { slot },
                 }
             }
             Op::Expire(keys) => {
                 let removed = self.db.remove_expired(group, keys, ctx.now_ms);
                 Response::Reply(Frame::Integer(removed as i64))
             }
+            Op::Slots(op) => Response::Reply(self.move_slots(op)),
         }
     }
 
-    /// The snapshot of the group as it is now: the clock, then the keyspace.
+    /// Applies a step of a slot move: the reply is OK (or the keys added or removed), or why
+    /// the step was refused.
+    fn move_slots(&self, op: &SlotOp) -> Frame {
+        let group = self.partition;
+        let done = match op {
+            SlotOp::Release { slots, to } => {
+                let released = self.db.release_slots(group, slots, *to as usize);
+                Ok(released.len())
+            }
+            SlotOp::Import {
+                slot,
+                session,
+                first,
+                page,
+            } => self.db.import_slot(group, *slot, *session, *first, page),
+            SlotOp::Adopt { slots, session } => self
+                .db
+                .adopt_slots(group, slots, *session)
+                .map(|()| slots.len()),
+            SlotOp::Drop { slots } => Ok(self.db.drop_slots(group, slots)),
+        };
+        match done {
+            Ok(count) => Frame::Integer(count as i64),
+            Err(refused) => Frame::error(format!("ERR {refused}")),
+        }
+    }
+
+    /// The snapshot of the group as it is now: a marker, the clock, the slot state, then the
+    /// keyspace.
     fn dump(&self) -> Vec<u8> {
-        let mut data = self.clock_ms.to_be_bytes().to_vec();
+        let slots =
+            postcard::to_allocvec(&SlotStateRecord::of(&self.db.slot_state(self.partition)))
+                .expect("a slot state serializes");
+        let mut data = SNAPSHOT_MARKER.to_vec();
+        data.extend_from_slice(&self.clock_ms.to_be_bytes());
+        data.extend_from_slice(&(slots.len() as u32).to_be_bytes());
+        data.extend_from_slice(&slots);
         data.extend_from_slice(&self.db.dump_group(self.partition));
         data
     }
 
     fn load(&mut self, data: &[u8], index: u64) -> io::Result<()> {
-        let (clock, keyspace) = data
-            .split_first_chunk::<8>()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "snapshot too short"))?;
+        let invalid = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+        // Snapshots from before slots could move hold the clock and the keyspace only.
+        let (slots, rest) = match data.strip_prefix(SNAPSHOT_MARKER) {
+            Some(rest) => {
+                let (clock, rest) = rest
+                    .split_first_chunk::<8>()
+                    .ok_or_else(|| invalid("snapshot too short"))?;
+                let (len, rest) = rest
+                    .split_first_chunk::<4>()
+                    .ok_or_else(|| invalid("snapshot too short"))?;
+                let len = u32::from_be_bytes(*len) as usize;
+                if rest.len() < len {
+                    return Err(invalid("snapshot too short"));
+                }
+                let (slots, keyspace) = rest.split_at(len);
+                let slots: SlotStateRecord =
+                    postcard::from_bytes(slots).map_err(|_| invalid("bad slot state"))?;
+                (Some(slots.into_state()), (*clock, keyspace))
+            }
+            None => {
+                let (clock, keyspace) = data
+                    .split_first_chunk::<8>()
+                    .ok_or_else(|| invalid("snapshot too short"))?;
+                (None, (*clock, keyspace))
+            }
+        };
+        let (clock, keyspace) = rest;
+        if let Some(slots) = slots {
+            self.db.set_slot_state(self.partition, slots);
+        }
         self.db
             .load_group(self.partition, keyspace, index)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        self.clock_ms = u64::from_be_bytes(*clock);
+        self.clock_ms = u64::from_be_bytes(clock);
         Ok(())
+    }
+}
+
+/// Marks a snapshot that carries the group's slot state.
+const SNAPSHOT_MARKER: &[u8; 4] = b"ACSM";
+
+/// A group's slot state as its snapshot stores it.
+#[derive(Serialize, Deserialize)]
+struct SlotStateRecord {
+    owned: Vec<(u16, u16)>,
+    handoff: Vec<(u16, u32)>,
+    arriving: Vec<(u16, u64)>,
+}
+
+impl SlotStateRecord {
+    fn of(state: &SlotState) -> SlotStateRecord {
+        SlotStateRecord {
+            owned: state
+                .owned
+                .ranges()
+                .into_iter()
+                .map(|range| (*range.start(), *range.end()))
+                .collect(),
+            handoff: state.handoff.iter().map(|(s, g)| (*s, *g)).collect(),
+            arriving: state.arriving.iter().map(|(s, id)| (*s, *id)).collect(),
+        }
+    }
+
+    fn into_state(self) -> SlotState {
+        let mut owned = SlotSet::default();
+        for (first, last) in self.owned {
+            for slot in first..=last {
+                owned.insert(slot);
+            }
+        }
+        SlotState {
+            owned,
+            handoff: self.handoff.into_iter().collect(),
+            arriving: self.arriving.into_iter().collect(),
+        }
     }
 }
 

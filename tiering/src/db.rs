@@ -39,6 +39,27 @@ pub struct Executed {
     pub reply: Frame,
     /// Set when a blocking command found nothing: the caller waits and runs it again.
     pub block: Option<BlockOn>,
+    /// Set when the group holding a key's slot here does not own it (the slot moved, or is
+    /// moving, to another group): nothing ran, `reply` is meaningless.
+    pub moved: Option<Slot>,
+}
+
+impl Executed {
+    fn reply(reply: Frame) -> Executed {
+        Executed {
+            reply,
+            block: None,
+            moved: None,
+        }
+    }
+
+    fn moved(slot: Slot) -> Executed {
+        Executed {
+            reply: Frame::Null,
+            block: None,
+            moved: Some(slot),
+        }
+    }
 }
 
 /// How a command is run on behalf of a client.
@@ -69,7 +90,7 @@ pub struct Watch {
 /// other in a cycle), runs, and signals blocked clients after. Commands over all keys (DBSIZE,
 /// KEYS, SCAN, FLUSHALL) lock every keyspace.
 pub struct Db {
-    keyspaces: Box<[Mutex<Keyspace>]>,
+    pub(crate) keyspaces: Box<[Mutex<Keyspace>]>,
     /// For each slot, the keyspace (group) that holds it on this node: the group this node
     /// takes to own the slot. Starts as contiguous ranges; changes as slots move.
     routes: Box<[AtomicU16]>,
@@ -174,16 +195,19 @@ impl Db {
         caller: &Caller<'_>,
     ) -> Executed {
         let Some(def) = cmd::lookup_spec(spec) else {
-            return Executed {
-                reply: Frame::error(format!("ERR unknown command '{}'", spec.name)),
-                block: None,
-            };
+            return Executed::reply(Frame::error(format!("ERR unknown command '{}'", spec.name)));
         };
         let groups = match (def.locks, caller.only_groups) {
             (LockScope::All, Some(only)) => only.iter().copied().collect(),
             _ => self.groups_for(def.locks, spec, args),
         };
-        let mut exec = Exec::new(self.lock(&groups), self, ctx, caller.in_multi);
+        let locked = self.lock(&groups);
+        if def.locks == LockScope::Keys {
+            if let Some(slot) = unowned_slot(&locked, spec, args) {
+                return Executed::moved(slot);
+            }
+        }
+        let mut exec = Exec::new(locked, self, ctx, caller.in_multi);
         let reply = (def.handler)(&mut exec, args).unwrap_or_else(|e| e.to_frame());
         self.finish(exec, reply, caller)
     }
@@ -200,26 +224,41 @@ impl Db {
         ctx: ExecCtx,
     ) -> Executed {
         let Some(def) = cmd::lookup_spec(spec) else {
-            return Executed {
-                reply: Frame::error(format!("ERR unknown command '{}'", spec.name)),
-                block: None,
-            };
+            return Executed::reply(Frame::error(format!("ERR unknown command '{}'", spec.name)));
         };
-        let mut exec = Exec::new(self.lock_confined(group), self, ctx, false);
+        let locked = self.lock_confined(group);
+        if def.locks == LockScope::Keys {
+            if let Some(slot) = unowned_slot(&locked, spec, args) {
+                return Executed::moved(slot);
+            }
+        }
+        let mut exec = Exec::new(locked, self, ctx, false);
         let reply = (def.handler)(&mut exec, args).unwrap_or_else(|e| e.to_frame());
         self.finish(exec, reply, &Caller::default())
     }
 
     /// Runs a transaction of `group`'s log as one atomic step in its keyspace, unless a watched
-    /// key changed (then returns None, and nothing ran).
+    /// key changed (then returns Ok(None), and nothing ran), or a key's slot is not the
+    /// group's (then returns that slot, and nothing ran).
     pub fn execute_multi(
         &self,
         group: usize,
         commands: &[(&CommandSpec, &[Bytes])],
         watches: &[Watch],
         ctx: ExecCtx,
-    ) -> Option<Vec<Frame>> {
+    ) -> Result<Option<Vec<Frame>>, Slot> {
         let locked = self.lock_confined(group);
+        for (spec, args) in commands {
+            if let Some(slot) = unowned_slot(&locked, spec, args) {
+                return Err(slot);
+            }
+        }
+        if let Some(watch) = watches
+            .iter()
+            .find(|watch| !locked.guards[0].1.owns(slot_of(&watch.key)))
+        {
+            return Err(slot_of(&watch.key));
+        }
         // Checked under the lock, so no write can land between the check and the commands.
         let ks = &locked.guards[0].1;
         let dirty = watches.iter().any(|watch| {
@@ -227,7 +266,7 @@ impl Db {
                 || (!watch.expired && ks.is_expired(&watch.key, ctx.now_ms))
         });
         if dirty {
-            return None;
+            return Ok(None);
         }
         let mut exec = Exec::new(locked, self, ctx, true);
         let mut replies = Vec::with_capacity(commands.len());
@@ -239,7 +278,7 @@ impl Db {
             replies.push(reply);
         }
         let Executed { .. } = self.finish(exec, Frame::Null, &Caller::default());
-        Some(replies)
+        Ok(Some(replies))
     }
 
     /// Locks every keyspace (for server-side work such as active expiry and INFO).
@@ -316,7 +355,8 @@ impl Db {
     /// Replaces one slot group's keys with a dump taken at log index `index`.
     pub fn load_group(&self, group: usize, bytes: &[u8], index: u64) -> Result<(), SnapshotError> {
         let mut ks = self.keyspaces[group].lock();
-        snapshot::load(&mut ks, bytes)?;
+        let slots = ks.slot_state().clone();
+        snapshot::load(&mut ks, bytes, |slot| slots.holds(slot))?;
         ks.reset_changes(index);
         Ok(())
     }
@@ -424,6 +464,24 @@ impl Db {
         for key in &signalled {
             self.blocking.signal(key);
         }
-        Executed { reply, block }
+        Executed {
+            reply,
+            block,
+            moved: None,
+        }
     }
+}
+
+/// The slot of one of the command's keys that no locked keyspace owns, if any.
+fn unowned_slot(locked: &Locked<'_>, spec: &CommandSpec, args: &[Bytes]) -> Option<Slot> {
+    let owned = |slot: Slot| locked.guards.iter().any(|(_, ks)| ks.owns(slot));
+    if let Some(index) = spec.single_key_index(args.len()) {
+        let slot = slot_of(&args[index]);
+        return (!owned(slot)).then_some(slot);
+    }
+    // Unparsable keys: the command rejects its arguments before touching any key.
+    let keys = spec.key_positions(args).ok()?;
+    keys.iter()
+        .map(|key| slot_of(&args[key.index]))
+        .find(|&slot| !owned(slot))
 }

@@ -115,19 +115,20 @@ impl<'a> Exec<'a> {
         }
         if self.locked.guards.len() == 1 {
             // The common single-keyspace case: skip hashing the key to its slot again.
-            debug_assert_eq!(
-                self.locked.guards[0].0,
-                self.db.group_of_slot(slot_of(key)),
-                "a command only touches keys of the keyspaces it locked"
-            );
             return 0;
         }
-        let group = self.db.group_of_slot(slot_of(key));
-        self.locked
-            .guards
+        // The keyspace that owns the key's slot (checked before the command ran, and owners
+        // do not change under the locks); routes may have changed since they were read.
+        let slot = slot_of(key);
+        let guards = &self.locked.guards;
+        guards
             .iter()
-            .position(|(g, _)| *g == group)
-            .expect("a command only touches keys of the keyspaces it locked")
+            .position(|(_, ks)| ks.owns(slot))
+            .or_else(|| {
+                let group = self.db.group_of_slot(slot);
+                guards.iter().position(|(g, _)| *g == group)
+            })
+            .unwrap_or(0)
     }
 
     /// The keyspace holding `key`.

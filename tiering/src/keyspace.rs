@@ -1,7 +1,7 @@
 //! The keys of one slot group: one hash table per slot, the expiry index, and the change log
 //! WATCH checks against.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::ops::Range;
 
@@ -59,6 +59,33 @@ impl std::ops::AddAssign for KeyspaceStats {
 /// per change, and Redis clients retry aborted transactions anyway.
 const CHANGE_BUCKETS: usize = 4096;
 
+/// Which slots a group owns, and which are moving between it and another group.
+///
+/// A slot moves from group A to group B in steps, each an entry of one group's log: A
+/// releases it (from then on A refuses its commands; its keys stay, frozen, in `handoff`), B
+/// imports its keys in pages under one import `session` (`arriving`; B does not serve it
+/// yet), B adopts it (owns it and serves it), A drops its copy of the keys. A slot that
+/// comes back to A is imported and adopted the same way.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotState {
+    pub owned: SlotSet,
+    /// Slots released to another group: slot → that group. Their keys stay until that group
+    /// adopted them and they are dropped here; the record stays, so replicas of this group
+    /// know where the slot went.
+    pub handoff: BTreeMap<Slot, u32>,
+    /// Slots being imported, not yet owned: slot → the import's session.
+    pub arriving: BTreeMap<Slot, u64>,
+}
+
+impl SlotState {
+    /// Returns true if keys of `slot` may be stored here: owned, or moving in or out.
+    pub fn holds(&self, slot: Slot) -> bool {
+        self.owned.contains(slot)
+            || self.handoff.contains_key(&slot)
+            || self.arriving.contains_key(&slot)
+    }
+}
+
 /// Slots per hash table: a chunk of 16 adjacent slots shares one table.
 ///
 /// One table per slot would cost a cache miss on the table header of every lookup (16384
@@ -86,8 +113,8 @@ pub const CHUNK_COUNT: usize = crate::slot::SLOT_COUNT / SLOTS_PER_CHUNK;
 /// state; write paths (`get_mut`, `remove`, ...) remove it, deterministically, given the
 /// caller's clock.
 pub struct Keyspace {
-    /// The slots this group owns.
-    owned: SlotSet,
+    /// The slots this group owns, and those on their way in or out.
+    slots: SlotState,
     /// `tables[chunk]` holds the keys of slots `chunk * SLOTS_PER_CHUNK..`.
     tables: Vec<HashTable<Box<Entry>>>,
     /// Keys per slot (expired ones not yet removed included), for COUNTKEYSINSLOT.
@@ -117,7 +144,10 @@ impl Keyspace {
             owned.insert(slot as Slot);
         }
         Keyspace {
-            owned,
+            slots: SlotState {
+                owned,
+                ..SlotState::default()
+            },
             tables: (0..CHUNK_COUNT).map(|_| HashTable::new()).collect(),
             slot_counts: vec![0; crate::slot::SLOT_COUNT],
             len: 0,
@@ -131,19 +161,37 @@ impl Keyspace {
         }
     }
 
-    /// The slots this keyspace owns.
-    pub fn owned(&self) -> &SlotSet {
-        &self.owned
+    /// The slots this keyspace owns, and those moving in or out.
+    pub fn slot_state(&self) -> &SlotState {
+        &self.slots
     }
 
-    /// Replaces the slots this keyspace owns (its keys stay as they are).
-    pub fn set_owned(&mut self, owned: SlotSet) {
-        self.owned = owned;
+    /// The slot state, for changing (its keys stay as they are).
+    pub fn slot_state_mut(&mut self) -> &mut SlotState {
+        &mut self.slots
     }
 
     /// Returns true if `slot` belongs to this keyspace.
     pub fn owns(&self, slot: Slot) -> bool {
-        self.owned.contains(slot)
+        self.slots.owned.contains(slot)
+    }
+
+    /// Every stored entry of `slot`, expired ones included.
+    pub fn slot_entries(&self, slot: Slot) -> impl Iterator<Item = &Entry> {
+        self.tables[slot as usize / SLOTS_PER_CHUNK]
+            .iter()
+            .map(|e| &**e)
+            .filter(move |e| slot_of(&e.key) == slot)
+    }
+
+    /// Removes every key of `slot` (recording each change for WATCH); returns how many.
+    pub fn remove_slot(&mut self, slot: Slot) -> usize {
+        let keys: Vec<Blob> = self.slot_entries(slot).map(|e| e.key.clone()).collect();
+        for key in &keys {
+            self.remove(key);
+            self.touch(key);
+        }
+        keys.len()
     }
 
     /// Number of keys, expired-but-not-yet-removed ones included (as Redis's DBSIZE).

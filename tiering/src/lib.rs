@@ -34,6 +34,8 @@ pub mod keyspace;
 pub mod long_double;
 /// Hash slots.
 pub mod slot;
+/// Moving slots between groups: the steps their logs apply.
+pub mod slot_moves;
 /// Sets of hash slots.
 pub mod slot_set;
 /// A keyspace as bytes, for snapshots.
@@ -47,6 +49,8 @@ pub use blob::Blob;
 pub use db::{Caller, Db, Executed, Watch};
 pub use error::{CommandError, CommandResult};
 pub use exec::{BlockOn, Exec, ExecCtx};
-pub use keyspace::Keyspace;
+pub use keyspace::{Keyspace, SlotState};
 pub use slot::{slot_of, Slot, SLOT_COUNT};
+pub use slot_moves::SlotMoveError;
+pub use slot_set::SlotSet;
 pub use value::Value;

@@ -10,7 +10,8 @@
 use thiserror::Error;
 
 use crate::blob::Blob;
-use crate::keyspace::Keyspace;
+use crate::keyspace::{Entry, Keyspace};
+use crate::slot::Slot;
 use crate::value::{StrKind, Value};
 use crate::zset::SortedSet;
 
@@ -36,9 +37,14 @@ fn put_count(out: &mut Vec<u8>, n: usize) {
 
 /// Appends every key of `keyspace` to `out`.
 pub fn dump(keyspace: &Keyspace, out: &mut Vec<u8>) {
+    dump_entries(keyspace.len(), keyspace.raw_entries(), out);
+}
+
+/// Appends `count` entries (the length of `entries`) to `out`, in the same format.
+pub fn dump_entries<'a>(count: usize, entries: impl Iterator<Item = &'a Entry>, out: &mut Vec<u8>) {
     out.extend_from_slice(MAGIC);
-    out.extend_from_slice(&(keyspace.len() as u64).to_le_bytes());
-    for entry in keyspace.raw_entries() {
+    out.extend_from_slice(&(count as u64).to_le_bytes());
+    for entry in entries {
         put_bytes(out, &entry.key);
         out.extend_from_slice(&entry.expire_at().unwrap_or(0).to_le_bytes());
         match &entry.value {
@@ -85,6 +91,8 @@ pub fn dump(keyspace: &Keyspace, out: &mut Vec<u8>) {
 struct Reader<'a> {
     bytes: &'a [u8],
     pos: usize,
+    /// How many entries the dump says it holds.
+    entries: u64,
 }
 
 impl Reader<'_> {
@@ -126,17 +134,70 @@ impl Reader<'_> {
     }
 }
 
-/// Replaces the contents of `keyspace` with a dump.
-pub fn load(keyspace: &mut Keyspace, bytes: &[u8]) -> Result<(), SnapshotError> {
-    let mut r = Reader { bytes, pos: 0 };
-    if r.take(4)? != MAGIC {
-        return Err(SnapshotError::Corrupt(0));
-    }
-    let entries = r.u64()?;
+/// Replaces the contents of `keyspace` with a dump; every key must be of a slot `accept`s.
+pub fn load(
+    keyspace: &mut Keyspace,
+    bytes: &[u8],
+    accept: impl Fn(Slot) -> bool,
+) -> Result<(), SnapshotError> {
+    let mut r = Reader::open(bytes)?;
     keyspace.clear();
-    for _ in 0..entries {
+    for _ in 0..r.entries {
+        let (key, value, expire_at) = r.entry(&accept)?;
+        keyspace.insert(&key, value, expire_at);
+    }
+    r.finish()
+}
+
+/// Adds the entries of a dump to `keyspace` (replacing keys it holds); every key must be of a
+/// slot `accept`s. Nothing is added unless the whole dump reads. Returns how many were added.
+pub fn insert_entries(
+    keyspace: &mut Keyspace,
+    bytes: &[u8],
+    accept: impl Fn(Slot) -> bool,
+) -> Result<usize, SnapshotError> {
+    let mut r = Reader::open(bytes)?;
+    let mut entries = Vec::new();
+    for _ in 0..r.entries {
+        entries.push(r.entry(&accept)?);
+    }
+    r.finish()?;
+    let added = entries.len();
+    for (key, value, expire_at) in entries {
+        keyspace.insert(&key, value, expire_at);
+    }
+    Ok(added)
+}
+
+impl Reader<'_> {
+    fn open(bytes: &[u8]) -> Result<Reader<'_>, SnapshotError> {
+        let mut r = Reader {
+            bytes,
+            pos: 0,
+            entries: 0,
+        };
+        if r.take(4)? != MAGIC {
+            return Err(SnapshotError::Corrupt(0));
+        }
+        r.entries = r.u64()?;
+        Ok(r)
+    }
+
+    fn finish(&self) -> Result<(), SnapshotError> {
+        if self.pos != self.bytes.len() {
+            return Err(SnapshotError::Corrupt(self.pos));
+        }
+        Ok(())
+    }
+
+    /// The next entry: key, value, deadline.
+    fn entry(
+        &mut self,
+        accept: impl Fn(Slot) -> bool,
+    ) -> Result<(Blob, Value, u64), SnapshotError> {
+        let r = self;
         let key = r.blob()?;
-        if !keyspace.owns(crate::slot::slot_of(&key)) {
+        if !accept(crate::slot::slot_of(&key)) {
             return Err(SnapshotError::ForeignKey(
                 String::from_utf8_lossy(&key).into_owned(),
             ));
@@ -187,12 +248,8 @@ pub fn load(keyspace: &mut Keyspace, bytes: &[u8]) -> Result<(), SnapshotError> 
             }
             _ => return Err(SnapshotError::Corrupt(r.pos)),
         };
-        keyspace.insert(&key, value, expire_at);
+        Ok((key, value, expire_at))
     }
-    if r.pos != bytes.len() {
-        return Err(SnapshotError::Corrupt(r.pos));
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -249,7 +306,7 @@ mod tests {
         dump(&original, &mut bytes);
         let mut restored = Keyspace::new(0..SLOT_COUNT);
         restored.insert(b"stale", Value::string(b"gone"), 0);
-        load(&mut restored, &bytes).unwrap();
+        load(&mut restored, &bytes, |_| true).unwrap();
         assert_eq!(describe(&restored), describe(&original));
         assert_eq!(restored.volatile_len(), 1);
     }
@@ -260,7 +317,10 @@ mod tests {
         dump(&filled(), &mut bytes);
         for cut in 0..bytes.len() {
             let mut ks = Keyspace::new(0..SLOT_COUNT);
-            assert!(load(&mut ks, &bytes[..cut]).is_err(), "cut at {cut}");
+            assert!(
+                load(&mut ks, &bytes[..cut], |_| true).is_err(),
+                "cut at {cut}"
+            );
         }
         let mut huge = MAGIC.to_vec();
         huge.extend_from_slice(&1u64.to_le_bytes());
@@ -269,7 +329,7 @@ mod tests {
         huge.extend_from_slice(&0u64.to_le_bytes());
         huge.push(1);
         huge.extend_from_slice(&u32::MAX.to_le_bytes());
-        assert!(load(&mut Keyspace::new(0..SLOT_COUNT), &huge).is_err());
+        assert!(load(&mut Keyspace::new(0..SLOT_COUNT), &huge, |_| true).is_err());
     }
 
     #[test]
@@ -278,8 +338,29 @@ mod tests {
         dump(&filled(), &mut bytes);
         let mut narrow = Keyspace::new(0..10);
         assert!(matches!(
-            load(&mut narrow, &bytes),
+            load(&mut narrow, &bytes, narrow_owns),
             Err(SnapshotError::ForeignKey(_))
         ));
+        let mut ks = Keyspace::new(0..SLOT_COUNT);
+        ks.insert(b"kept", Value::Str(Blob::new(b"v"), StrKind::Raw), 0);
+        assert!(insert_entries(&mut ks, &bytes, narrow_owns).is_err());
+        assert_eq!(ks.len(), 1, "nothing added from a refused dump");
+    }
+
+    fn narrow_owns(slot: Slot) -> bool {
+        slot < 10
+    }
+
+    #[test]
+    fn entries_are_added_without_clearing() {
+        let source = filled();
+        let mut bytes = Vec::new();
+        let some: Vec<&Entry> = source.raw_entries().take(2).collect();
+        dump_entries(some.len(), some.into_iter(), &mut bytes);
+        let mut ks = Keyspace::new(0..SLOT_COUNT);
+        ks.insert(b"kept", Value::Str(Blob::new(b"v"), StrKind::Raw), 0);
+        assert_eq!(insert_entries(&mut ks, &bytes, |_| true), Ok(2));
+        assert_eq!(ks.len(), 3);
+        assert!(insert_entries(&mut ks, &bytes[..bytes.len() - 1], |_| true).is_err());
     }
 }

@@ -27,6 +27,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// Addresses of nodes started outside the member list, by id.
     pub joiners: std::collections::BTreeMap<NodeId, NodeAddr>,
+    /// Slot groups, each replicated on all three nodes.
+    pub groups: u32,
 }
 
 /// `n` distinct loopback addresses free right now. Their listeners are held until all are
@@ -45,6 +47,12 @@ pub fn free_addrs(n: usize) -> Vec<String> {
 impl Cluster {
     /// Starts three nodes replicating one group (preferred leader: node 1).
     pub async fn start(snapshot_every: u64) -> Cluster {
+        Cluster::start_groups(1, snapshot_every).await
+    }
+
+    /// Starts three nodes replicating `groups` groups (group g's preferred leader: node
+    /// g mod 3 + 1).
+    pub async fn start_groups(groups: u32, snapshot_every: u64) -> Cluster {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
         let filter = LinkFilter::default();
         let members = free_addrs(3)
@@ -65,6 +73,7 @@ impl Cluster {
             snapshot_every,
             dir,
             joiners: Default::default(),
+            groups,
         };
         for id in 1..=3 {
             let node = cluster.start_node(id).await;
@@ -75,11 +84,11 @@ impl Cluster {
 
     /// Starts node `id` from its data directory (empty the first time).
     pub async fn start_node(&self, id: NodeId) -> Node {
-        let db = Arc::new(Db::new(1));
+        let db = Arc::new(Db::new(self.groups as usize));
         let config = GroupsConfig {
             node_id: id,
             placement: self.placement.clone(),
-            groups: 1,
+            groups: self.groups,
             dir: self.dir.path().join(format!("node{id}")),
             snapshot_every: self.snapshot_every,
             link_filter: Some(self.filter.clone()),

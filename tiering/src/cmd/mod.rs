@@ -26,7 +26,7 @@ mod zsets;
 pub type Handler = fn(&mut Exec, &[Bytes]) -> CommandResult;
 
 /// Which keyspaces a command locks.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LockScope {
     /// Those of the keys its key specifications name.
     Keys,

@@ -1,0 +1,140 @@
+//! The steps of moving slots between groups, as a group's leader carries them out for a
+//! coordinator: read a group's slot state, export a page of a handed-over slot's keys, and
+//! propose a step (release, import, adopt, drop) to the group's log.
+
+use serde::{Deserialize, Serialize};
+use tiering::SlotState;
+
+use crate::groups::Groups;
+use crate::node_registry::{access_error, now_ms};
+use crate::replicas::ReplicaError;
+use crate::request::{Request, Response, SlotOp};
+use crate::typ::GroupId;
+
+/// How many bytes of keys one exported page carries (one log entry of the importing group).
+pub const PAGE_BYTES: usize = 256 * 1024;
+
+/// A group's slot state as its leader answers it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupSlots {
+    pub group: GroupId,
+    /// Owned slots, as inclusive runs.
+    pub owned: Vec<(u16, u16)>,
+    /// Slots released to another group: (slot, that group).
+    pub handoff: Vec<(u16, GroupId)>,
+    /// Slots being imported: (slot, import session).
+    pub arriving: Vec<(u16, u64)>,
+}
+
+impl GroupSlots {
+    fn of(group: GroupId, state: &SlotState) -> GroupSlots {
+        GroupSlots {
+            group,
+            owned: state
+                .owned
+                .ranges()
+                .into_iter()
+                .map(|range| (*range.start(), *range.end()))
+                .collect(),
+            handoff: state.handoff.iter().map(|(s, g)| (*s, *g)).collect(),
+            arriving: state.arriving.iter().map(|(s, id)| (*s, *id)).collect(),
+        }
+    }
+
+    pub fn owns(&self, slot: u16) -> bool {
+        self.owned
+            .iter()
+            .any(|&(first, last)| (first..=last).contains(&slot))
+    }
+
+    /// The group `slot` was handed to, if this group released it.
+    pub fn handed_to(&self, slot: u16) -> Option<GroupId> {
+        self.handoff
+            .iter()
+            .find(|(s, _)| *s == slot)
+            .map(|(_, g)| *g)
+    }
+}
+
+/// One page of a handed-over slot's keys.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotPage {
+    /// A `tiering::snapshot` dump of the page's keys.
+    pub page: Vec<u8>,
+    /// How many keys it holds.
+    pub keys: u64,
+    /// No key of the slot comes after this page.
+    pub last: bool,
+}
+
+impl Groups {
+    fn check_slot_group(&self, group: GroupId) -> Result<(), ReplicaError> {
+        if group as usize >= self.len() {
+            return Err(ReplicaError::NoSuchGroup(group));
+        }
+        Ok(())
+    }
+
+    /// `group`'s slot state, read on its leader after a read fence (linearizable).
+    pub async fn group_slots(&self, group: GroupId) -> Result<GroupSlots, ReplicaError> {
+        self.check_slot_group(group)?;
+        self.read_fence(group)
+            .await
+            .map_err(|e| access_error(group, e))?;
+        Ok(GroupSlots::of(group, &self.db().slot_state(group as usize)))
+    }
+
+    /// A page of the keys of `slot`, which `group` handed over, after the first `skip`.
+    pub async fn export_slot(
+        &self,
+        group: GroupId,
+        slot: u16,
+        skip: u64,
+    ) -> Result<SlotPage, ReplicaError> {
+        self.check_slot_group(group)?;
+        self.read_fence(group)
+            .await
+            .map_err(|e| access_error(group, e))?;
+        let (page, keys, last) = self
+            .db()
+            .export_slot(group as usize, slot, skip as usize, PAGE_BYTES)
+            .map_err(|e| ReplicaError::SlotRefused {
+                group,
+                why: e.to_string(),
+            })?;
+        Ok(SlotPage {
+            page,
+            keys: keys as u64,
+            last,
+        })
+    }
+
+    /// Proposes a slot step to `group`'s log; returns what it counted (slots or keys).
+    pub async fn slot_step(&self, group: GroupId, op: SlotOp) -> Result<u64, ReplicaError> {
+        self.check_slot_group(group)?;
+        let request = Request {
+            now_ms: now_ms(),
+            seed: 0,
+            op: crate::request::Op::Slots(op),
+        };
+        let pending = self
+            .propose(group, request)
+            .await
+            .map_err(|e| access_error(group, e))?;
+        match pending
+            .outcome()
+            .await
+            .map_err(|e| access_error(group, e))?
+        {
+            Response::Reply(resp::Frame::Integer(count)) => Ok(count.max(0) as u64),
+            Response::Reply(resp::Frame::Error(why)) => Err(ReplicaError::SlotRefused {
+                group,
+                why: why.to_string(),
+            }),
+            other => Err(ReplicaError::Raft {
+                group,
+                message: format!("unexpected reply {other:?}"),
+            }),
+        }
+    }
+}

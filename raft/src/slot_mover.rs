@@ -1,0 +1,217 @@
+//! Moving slots from the groups that own them to another group, as a coordinator drives it:
+//! release on the source, export the frozen keys page by page into the target's log, adopt
+//! on the target, drop on the source. Every step is idempotent and every decision is taken on
+//! the groups' leaders' state, so an interrupted move completes when run again (from anywhere);
+//! while it is interrupted, the moving slots answer TRYAGAIN.
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use crate::coordinator::{ChangeError, Coordinator, Target};
+use crate::replica_call::CallError;
+use crate::replicas::{ReplicaCall, ReplicaError, ReplicaReply};
+use crate::request::SlotOp;
+use crate::slot_calls::{GroupSlots, SlotPage};
+use crate::typ::GroupId;
+
+/// What a slot move did.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SlotsMoved {
+    /// Slots that changed group.
+    pub slots: usize,
+    /// Keys copied.
+    pub keys: u64,
+}
+
+impl<P: FnMut(&str)> Coordinator<P> {
+    /// Every group's slot state, from its leader.
+    pub async fn slot_states(&mut self) -> Result<Vec<GroupSlots>, ChangeError> {
+        let mut states = Vec::new();
+        for group in 0.. {
+            let step = format!("read group {group}'s slots");
+            match self
+                .until_answered(&step, Target::Leader(group), ReplicaCall::Slots { group })
+                .await
+            {
+                Ok(ReplicaReply::Slots(slots)) => states.push(slots),
+                Ok(other) => return Err(unexpected(&step, other)),
+                Err(ChangeError::Step {
+                    error: CallError::Refused(ReplicaError::NoSuchGroup(_)),
+                    ..
+                }) => break,
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(states)
+    }
+
+    /// Moves `slots` to group `to` from whichever groups own them. Slots `to` owns already
+    /// are left alone (their old group's copy is dropped if a previous run stopped short).
+    pub async fn move_slots(
+        &mut self,
+        slots: &[u16],
+        to: GroupId,
+    ) -> Result<SlotsMoved, ChangeError> {
+        let states = self.slot_states().await?;
+        let Some(target) = states.iter().find(|g| g.group == to) else {
+            return Err(ChangeError::Step {
+                step: format!("move slots to group {to}"),
+                error: CallError::Refused(ReplicaError::NoSuchGroup(to)),
+            });
+        };
+        let mut from: BTreeMap<GroupId, Vec<u16>> = BTreeMap::new();
+        let mut leftovers: BTreeMap<GroupId, Vec<u16>> = BTreeMap::new();
+        for &slot in slots {
+            let handed_here = states
+                .iter()
+                .find(|g| g.group != to && g.handed_to(slot) == Some(to));
+            if target.owns(slot) {
+                if let Some(source) = handed_here {
+                    leftovers.entry(source.group).or_default().push(slot);
+                }
+                continue;
+            }
+            let source = states
+                .iter()
+                .find(|g| g.owns(slot))
+                .or(handed_here)
+                .ok_or_else(|| ChangeError::Step {
+                    step: format!("move slot {slot} to group {to}"),
+                    error: CallError::Refused(ReplicaError::SlotRefused {
+                        group: to,
+                        why: moving_elsewhere(&states, slot),
+                    }),
+                })?;
+            from.entry(source.group).or_default().push(slot);
+        }
+        let mut moved = SlotsMoved::default();
+        for (source, slots) in from {
+            let started = Instant::now();
+            self.say(&format!(
+                "move {} slots from group {source} to group {to}",
+                slots.len()
+            ));
+            moved.keys += self.move_from(source, &slots, to).await?;
+            moved.slots += slots.len();
+            self.say(&format!(
+                "  group {source}: {} slots moved in {:.2}s",
+                slots.len(),
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        for (source, slots) in leftovers {
+            self.step(source, SlotOp::Drop { slots }).await?;
+        }
+        Ok(moved)
+    }
+
+    /// Moves `slots`, which group `source` owns or handed to `to`, to `to`; returns the keys
+    /// copied.
+    async fn move_from(
+        &mut self,
+        source: GroupId,
+        slots: &[u16],
+        to: GroupId,
+    ) -> Result<u64, ChangeError> {
+        self.step(
+            source,
+            SlotOp::Release {
+                slots: slots.to_vec(),
+                to,
+            },
+        )
+        .await?;
+        // A fresh session: pages of an earlier, abandoned run are refused from here on.
+        let session = rand::random::<u64>();
+        let mut keys = 0;
+        for &slot in slots {
+            let mut skip = 0;
+            loop {
+                let page = self.export(source, slot, skip).await?;
+                self.step(
+                    to,
+                    SlotOp::Import {
+                        slot,
+                        session,
+                        first: skip == 0,
+                        page: page.page,
+                    },
+                )
+                .await?;
+                skip += page.keys;
+                if page.last {
+                    break;
+                }
+            }
+            keys += skip;
+        }
+        self.step(
+            to,
+            SlotOp::Adopt {
+                slots: slots.to_vec(),
+                session,
+            },
+        )
+        .await?;
+        self.step(
+            source,
+            SlotOp::Drop {
+                slots: slots.to_vec(),
+            },
+        )
+        .await?;
+        Ok(keys)
+    }
+
+    async fn export(
+        &mut self,
+        group: GroupId,
+        slot: u16,
+        skip: u64,
+    ) -> Result<SlotPage, ChangeError> {
+        let step = format!("export slot {slot} from group {group}");
+        let call = ReplicaCall::ExportSlot { group, slot, skip };
+        match self
+            .until_answered(&step, Target::Leader(group), call)
+            .await?
+        {
+            ReplicaReply::Page(page) => Ok(page),
+            other => Err(unexpected(&step, other)),
+        }
+    }
+
+    async fn step(&mut self, group: GroupId, op: SlotOp) -> Result<u64, ChangeError> {
+        let step = format!("group {group}: {op}");
+        let call = ReplicaCall::SlotStep { group, op };
+        match self
+            .until_answered(&step, Target::Leader(group), call)
+            .await?
+        {
+            ReplicaReply::Count(count) => Ok(count),
+            other => Err(unexpected(&step, other)),
+        }
+    }
+}
+
+/// Why no group can give `slot` away: another move holds it.
+fn moving_elsewhere(states: &[GroupSlots], slot: u16) -> String {
+    match states
+        .iter()
+        .find_map(|g| Some((g.group, g.handed_to(slot)?)))
+    {
+        Some((from, other)) => {
+            format!("slot {slot} is moving from group {from} to group {other}: move it there first")
+        }
+        None => format!("no group owns slot {slot}"),
+    }
+}
+
+fn unexpected(step: &str, reply: ReplicaReply) -> ChangeError {
+    ChangeError::Step {
+        step: step.to_string(),
+        error: CallError::Refused(ReplicaError::Raft {
+            group: 0,
+            message: format!("unexpected answer {reply:?}"),
+        }),
+    }
+}
