@@ -47,6 +47,15 @@ enum AdminCommand {
     },
     /// Moves every replica (and leadership) off a node, then evens out the rest.
     RemoveNode { id: NodeId },
+    /// Moves slots FIRST[-LAST] to group GROUP, with their keys, from the groups that own
+    /// them. Clients are redirected (MOVED), or asked to retry (TRYAGAIN) for the moment a
+    /// slot is between groups.
+    MoveSlots {
+        /// A slot, or an inclusive range FIRST-LAST.
+        #[arg(value_parser = parse_slots)]
+        slots: (u16, u16),
+        group: GroupId,
+    },
     /// Evens out replicas, then leaders, across the nodes that replicate anything, weighted by
     /// each group's load (writes per second and keys, measured over `--sample`).
     Rebalance {
@@ -59,7 +68,8 @@ enum AdminCommand {
     },
 }
 
-/// How long `status` waits for the node registry before showing the nodes it saw instead.
+/// How long `status` waits for the node registry (or the groups' slots) before showing what
+/// it saw instead.
 const REGISTRY_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
 
 fn progress(step: &str) {
@@ -112,6 +122,19 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             // It holds nothing now: its id is retired, never to be used again.
             coordinator.retire_node(id).await?;
         }
+        AdminCommand::MoveSlots {
+            slots: (first, last),
+            group,
+        } => {
+            let slots: Vec<u16> = (first..=last).collect();
+            let moved = coordinator.move_slots(&slots, group).await?;
+            println!(
+                "{} slots ({} keys) moved to group {group}; {} were there already",
+                moved.slots,
+                moved.keys,
+                slots.len() - moved.slots
+            );
+        }
         AdminCommand::Rebalance { budget, sample } => {
             if !(sample.is_finite() && (0.1..=600.0).contains(&sample)) {
                 bail!("--sample must be between 0.1 and 600 seconds");
@@ -157,6 +180,25 @@ async fn even_out(
             return Ok(());
         }
     }
+}
+
+/// A slot or an inclusive slot range, as `move-slots` takes it.
+fn parse_slots(text: &str) -> Result<(u16, u16), String> {
+    let slot = |s: &str| -> Result<u16, String> {
+        s.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|&slot| (slot as usize) < tiering::SLOT_COUNT)
+            .ok_or_else(|| format!("{s:?} is not a slot (0-16383)"))
+    };
+    let (first, last) = match text.split_once('-') {
+        Some((first, last)) => (slot(first)?, slot(last)?),
+        None => (slot(text)?, slot(text)?),
+    };
+    if first > last {
+        return Err(format!("{text}: the range is empty"));
+    }
+    Ok((first, last))
 }
 
 /// Each group's weight from its load (see [`admin_plan::weigh`]): its write rate (entries its
@@ -268,6 +310,23 @@ fn replicating_nodes(groups: &[GroupReplicas]) -> BTreeSet<NodeId> {
         .collect()
 }
 
+/// Slot runs as `first-last,first-last` (a single slot as itself), `-` for none.
+fn slot_runs(runs: &[(u16, u16)]) -> String {
+    if runs.is_empty() {
+        return "-".into();
+    }
+    runs.iter()
+        .map(|&(first, last)| {
+            if first == last {
+                first.to_string()
+            } else {
+                format!("{first}-{last}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 fn ids(nodes: &BTreeSet<NodeId>) -> String {
     let ids: Vec<String> = nodes.iter().map(|id| id.to_string()).collect();
     if ids.is_empty() {
@@ -282,8 +341,21 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
         "{:>5}  {:>11}  {:>6}  {:>5}  {:<12}  {:<9}  {:<9}  {:>8}  {:>9}",
         "GROUP", "SLOTS", "LEADER", "TERM", "VOTERS", "LEARNERS", "STATE", "APPLIED", "KEYS"
     );
+    // Who owns which slots, from the groups' leaders; the ranges of --groups if they do not
+    // answer.
+    let owned = tokio::time::timeout(REGISTRY_WAIT, coordinator.slot_states())
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default();
     for g in groups {
-        let (first, last) = crate::cmd::cluster::slot_range(groups.len(), g.group as usize);
+        let slots = match owned.iter().find(|o| o.group == g.group) {
+            Some(state) => slot_runs(&state.owned),
+            None => {
+                let (first, last) = crate::cmd::cluster::slot_range(groups.len(), g.group as usize);
+                format!("{first}-{last}")
+            }
+        };
         let state = match (g.leader, g.joint) {
             (None, _) => "electing",
             (Some(_), true) => "joint",
@@ -292,7 +364,7 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
         println!(
             "{:>5}  {:>11}  {:>6}  {:>5}  {:<12}  {:<9}  {:<9}  {:>8}  {:>9}",
             g.group,
-            format!("{first}-{last}"),
+            slots,
             g.leader.map_or("-".into(), |l| l.to_string()),
             g.term,
             ids(&g.voters),

@@ -877,7 +877,11 @@ fn slot_in_group(db: &Db, spec: &CommandSpec, args: &[Bytes], group: u32) -> u16
             .map(|key| slot_of(&args[key.index]))
             .find(|&slot| db.group_of_slot(slot) == group as usize)
     });
-    in_group.unwrap_or_else(|| crate::cmd::cluster::slot_range(db.groups(), group as usize).0)
+    in_group.unwrap_or_else(|| {
+        (0..tiering::SLOT_COUNT as u16)
+            .find(|&slot| db.group_of_slot(slot) == group as usize)
+            .unwrap_or(0)
+    })
 }
 
 fn allowed_in_pubsub(name: &str) -> bool {

@@ -830,3 +830,112 @@ fn rebalance_leaves_the_leader_of_a_hot_group_nothing_else_to_lead() {
         }
     }
 }
+
+/// Whether `autocache admin status` shows group `group` owning `slot`.
+fn status_owns(status: &str, group: usize, slot: u16) -> bool {
+    status
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("GROUP"))
+        .skip(1)
+        .map_while(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            Some((
+                fields.first()?.parse::<usize>().ok()?,
+                fields.get(1)?.to_string(),
+            ))
+        })
+        .filter(|(g, _)| *g == group)
+        .any(|(_, runs)| {
+            runs.split(',').any(|run| {
+                let (first, last) = run.split_once('-').unwrap_or((run, run));
+                match (first.parse::<u16>(), last.parse::<u16>()) {
+                    (Ok(first), Ok(last)) => (first..=last).contains(&slot),
+                    _ => false,
+                }
+            })
+        })
+}
+
+#[test]
+fn slots_move_between_groups_while_redis_py_writes() {
+    let cluster = DevCluster::start(3, &[]);
+    let script = format!("{}/tests/clients/redis_py_failover.py", manifest_dir());
+    let client = Command::new("python3")
+        .arg(&script)
+        .arg(cluster.port(1).to_string())
+        .arg("20")
+        .arg("0")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3");
+    std::thread::sleep(Duration::from_secs(2));
+    // The slots of some of the keys it writes, each to another group; then a range, and back.
+    let mut moves: Vec<(String, usize)> = (0..4)
+        .map(|i| {
+            let slot: usize = redis_cli(
+                cluster.port(1),
+                &["cluster", "keyslot", &format!("failover:{i}")],
+            )
+            .trim()
+            .parse()
+            .unwrap();
+            (slot.to_string(), (slot * 16 / 16384 + 5) % 16)
+        })
+        .collect();
+    moves.push(("0-299".into(), 7));
+    moves.push(("0-299".into(), 0));
+    for (slots, group) in &moves {
+        let (out, took) = admin(&cluster, &["move-slots", slots, &group.to_string()]);
+        eprintln!(
+            "move-slots {slots} {group} took {:.2}s: {}",
+            took.as_secs_f64(),
+            out.lines()
+                .find(|l| l.contains("moved to group"))
+                .unwrap_or("")
+        );
+        let first: u16 = slots.split('-').next().unwrap().parse().unwrap();
+        assert!(status_owns(&out, *group, first), "{out}");
+    }
+    let out = client.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("failover: ok"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{stdout}");
+    // CLUSTER SLOTS names the moved slot's new group's leader.
+    let (slot, group) = (&moves[0].0, moves[0].1);
+    let slot: i64 = slot.parse().unwrap();
+    let (status, _) = admin(&cluster, &["status"]);
+    let leader: u16 = status
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("GROUP"))
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            (fields.first()?.parse::<usize>().ok()? == group)
+                .then(|| fields.get(2)?.parse().ok())?
+        })
+        .expect("the group's row");
+    let Frame::Array(ranges) = RawClient::connect(cluster.port(1)).cmd(&["CLUSTER", "SLOTS"])
+    else {
+        panic!("CLUSTER SLOTS is not an array");
+    };
+    let port = ranges.iter().find_map(|range| match range {
+        Frame::Array(fields) => match (&fields[0], &fields[1], &fields[2]) {
+            (Frame::Integer(first), Frame::Integer(last), Frame::Array(master))
+                if (*first..=*last).contains(&slot) =>
+            {
+                match master.get(1) {
+                    Some(Frame::Integer(port)) => Some(*port),
+                    _ => None,
+                }
+            }
+            _ => None,
+        },
+        _ => None,
+    });
+    assert_eq!(port, Some(cluster.port(leader) as i64), "{ranges:?}");
+}

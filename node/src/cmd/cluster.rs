@@ -41,22 +41,25 @@ pub fn slot_range(groups: usize, group: usize) -> (u16, u16) {
     (first(group) as u16, (first(group + 1) - 1) as u16)
 }
 
-/// Each group's slot range with its leader (as known here; the preferred leader while there is
-/// none), adjacent ranges with the same leader merged.
+/// Runs of consecutive slots with their leader: each slot's group as this node routes it (the
+/// ranges of `--groups`, as changed by slot moves it knows of), that group's leader as known
+/// here (the preferred leader while there is none); adjacent runs with the same leader merged.
 fn group_ranges(session: &Session) -> Vec<(u16, u16, NodeId)> {
     let server = &session.server;
     let groups = &server.groups;
-    let count = server.db.groups();
+    let leaders: Vec<NodeId> = (0..server.db.groups() as u32)
+        .map(|group| {
+            groups
+                .leader_of(group)
+                .map_or(groups.placement().preferred_leader(group), |(id, _)| id)
+        })
+        .collect();
     let mut ranges: Vec<(u16, u16, NodeId)> = Vec::new();
-    for group in 0..count {
-        let (start, end) = slot_range(count, group);
-        let group = group as u32;
-        let leader = groups
-            .leader_of(group)
-            .map_or(groups.placement().preferred_leader(group), |(id, _)| id);
+    for slot in 0..SLOT_COUNT as u16 {
+        let leader = leaders[server.db.group_of_slot(slot)];
         match ranges.last_mut() {
-            Some(last) if last.2 == leader && last.1 + 1 == start => last.1 = end,
-            _ => ranges.push((start, end, leader)),
+            Some(last) if last.2 == leader && last.1 + 1 == slot => last.1 = slot,
+            _ => ranges.push((slot, slot, leader)),
         }
     }
     ranges
