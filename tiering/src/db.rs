@@ -380,7 +380,8 @@ impl Db {
         let mut removed = 0;
         let mut ks = self.keyspaces[group].lock();
         for key in keys {
-            if ks.is_expired(key, now_ms) {
+            // A slot handed over stays frozen until its keys are dropped.
+            if ks.owns(slot_of(key)) && ks.is_expired(key, now_ms) {
                 ks.remove(key);
                 ks.touch(key);
                 ks.stats.expired += 1;

@@ -313,9 +313,12 @@ impl Keyspace {
 
     /// Keys whose deadline is at or before `now_ms`, earliest first, at most `limit`.
     pub fn expired_keys(&self, now_ms: u64, limit: usize) -> Vec<Blob> {
+        // Keys of slots moving out stay frozen until dropped; those moving in expire once
+        // owned.
         self.volatile
             .iter()
             .take_while(|(at, _)| *at <= now_ms)
+            .filter(|(_, key)| self.owns(slot_of(key)))
             .take(limit)
             .map(|(_, key)| key.clone())
             .collect()
@@ -328,7 +331,7 @@ impl Keyspace {
             .into_iter()
             .flat_map(|t| t.iter())
             .map(|e| &**e)
-            .filter(move |e| !e.is_expired(now_ms))
+            .filter(move |e| self.is_live(e, now_ms))
     }
 
     /// Number of keys stored in one slot.
@@ -347,7 +350,13 @@ impl Keyspace {
             .iter()
             .flat_map(|t| t.iter())
             .map(|e| &**e)
-            .filter(move |e| !e.is_expired(now_ms))
+            .filter(move |e| self.is_live(e, now_ms))
+    }
+
+    /// Whether clients see `entry`: not expired, and of a slot this keyspace owns (keys of
+    /// slots moving in or out are not this group's to show).
+    fn is_live(&self, entry: &Entry, now_ms: u64) -> bool {
+        !entry.is_expired(now_ms) && self.owns(slot_of(&entry.key))
     }
 
     /// A random live entry, or None if there is none (or only expired ones were found).
@@ -361,7 +370,7 @@ impl Keyspace {
             for table in &self.tables {
                 if nth < table.len() {
                     let entry = table.iter().nth(nth).map(|e| &**e)?;
-                    if !entry.is_expired(now_ms) {
+                    if self.is_live(entry, now_ms) {
                         return Some(entry);
                     }
                     break;

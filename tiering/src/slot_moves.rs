@@ -170,3 +170,104 @@ impl Db {
         removed
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use bytes::Bytes;
+    use resp::{CommandTable, Frame};
+
+    use super::*;
+    use crate::db::Caller;
+    use crate::exec::ExecCtx;
+    use crate::slot::slot_of;
+
+    fn run(db: &Db, group: usize, args: &[&str]) -> crate::db::Executed {
+        let args: Vec<Bytes> = args
+            .iter()
+            .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+            .collect();
+        let spec = CommandTable::get().lookup_request(&args).unwrap();
+        let ctx = ExecCtx {
+            now_ms: 1000,
+            seed: 0,
+        };
+        if group == usize::MAX {
+            db.execute(spec, &args, ctx, &Caller::default())
+        } else {
+            db.execute_in_group(group, spec, &args, ctx)
+        }
+    }
+
+    #[test]
+    fn a_slot_moves_page_by_page_and_is_refused_where_it_is_not_owned() {
+        let db = Db::new(2);
+        let slot = slot_of(b"{a}");
+        let source = db.group_of_slot(slot);
+        let target = 1 - source;
+        for i in 0..20 {
+            run(
+                &db,
+                source,
+                &["SET", &format!("{{a}}{i}"), &"x".repeat(100)],
+            );
+        }
+        // Already expired at the move: it moves too, and expires once owned again.
+        run(&db, source, &["SET", "{a}old", "v", "PXAT", "1500"]);
+        assert_eq!(db.release_slots(source, &[slot], target), vec![slot]);
+        assert_eq!(
+            db.release_slots(source, &[slot], target),
+            vec![],
+            "idempotent"
+        );
+        assert_eq!(db.group_of_slot(slot), target);
+        // Frozen: writes, reads and expiry leave it alone.
+        assert_eq!(run(&db, source, &["SET", "{a}0", "y"]).moved, Some(slot));
+        assert_eq!(run(&db, usize::MAX, &["GET", "{a}0"]).moved, Some(slot));
+        assert!(db.expired_keys(source, 2000, 10).is_empty());
+        assert_eq!(db.remove_expired(source, &[b"{a}old".to_vec()], 2000), 0);
+
+        let session = 42;
+        let (mut skip, mut pages) = (0, 0);
+        loop {
+            let (page, keys, last) = db.export_slot(source, slot, skip, 500).unwrap();
+            db.import_slot(target, slot, session, skip == 0, &page)
+                .unwrap();
+            assert_eq!(
+                run(&db, target, &["GET", "{a}0"]).moved,
+                Some(slot),
+                "not adopted yet"
+            );
+            skip += keys;
+            pages += 1;
+            if last {
+                break;
+            }
+        }
+        assert_eq!(skip, 21);
+        assert!(pages > 3, "{pages} pages");
+        assert_eq!(
+            db.adopt_slots(target, &[slot], session + 1),
+            Err(SlotMoveError::OtherSession(slot))
+        );
+        db.adopt_slots(target, &[slot], session).unwrap();
+        assert_eq!(
+            db.import_slot(target, slot, session, true, &[]),
+            Err(SlotMoveError::AlreadyOwned(slot))
+        );
+        assert_eq!(
+            run(&db, usize::MAX, &["GET", "{a}0"]).reply,
+            Frame::Bulk("x".repeat(100).into())
+        );
+        assert_eq!(db.expired_keys(target, 2000, 10).len(), 1);
+        assert_eq!(db.drop_slots(source, &[slot]), 21);
+        assert_eq!(db.group_len(source), 0);
+        assert_eq!(
+            db.slot_state(source).handoff.get(&slot),
+            Some(&(target as u32))
+        );
+        assert!(
+            db.export_slot(source, slot, 0, 500).unwrap().2,
+            "nothing left"
+        );
+    }
+}
