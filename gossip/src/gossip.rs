@@ -126,6 +126,19 @@ impl Gossip {
             .await;
     }
 
+    /// Publishes the epoch of the slot map this node routes by: a node that sees a newer one
+    /// fetches it.
+    pub async fn set_slot_map_epoch(&self, epoch: u64) {
+        let value = epoch.to_string();
+        self.handle
+            .with_chitchat(|chitchat| {
+                chitchat
+                    .self_node_state()
+                    .set(node_info::SLOT_MAP_EPOCH, &value)
+            })
+            .await;
+    }
+
     /// Every node heard of (this one included), by id: the newest generation of each, and its
     /// health.
     pub async fn members(&self) -> Vec<Member> {
@@ -166,6 +179,7 @@ impl Gossip {
                 health,
                 leads: node_info::parse_leads(state.get(node_info::LEADS)),
                 loads: node_info::parse_loads(state.key_values()),
+                slot_map_epoch: node_info::parse_epoch(state.get(node_info::SLOT_MAP_EPOCH)),
             };
             newest.insert(node_id, member);
         }

@@ -23,4 +23,6 @@ pub struct Member {
     pub leads: Vec<LeaderHint>,
     /// Its replicas' load, by group.
     pub loads: BTreeMap<u32, GroupLoad>,
+    /// The epoch of the slot map it routes by (0: none yet).
+    pub slot_map_epoch: u64,
 }

@@ -10,6 +10,7 @@ const ADMIN: &str = "admin";
 const METRICS: &str = "metrics";
 pub(crate) const LEADS: &str = "leads";
 const LOAD_PREFIX: &str = "load:";
+pub(crate) const SLOT_MAP_EPOCH: &str = "slotmap";
 
 /// A node's identity and addresses.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -128,6 +129,11 @@ pub(crate) fn parse_loads<'a>(
             Some((group, load))
         })
         .collect()
+}
+
+/// The slot map epoch a node routes by, as published (0 if none).
+pub(crate) fn parse_epoch(value: Option<&str>) -> u64 {
+    value.and_then(|v| v.parse().ok()).unwrap_or(0)
 }
 
 #[cfg(test)]

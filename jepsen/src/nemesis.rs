@@ -51,11 +51,14 @@ pub enum FaultKind {
     MoveLeader,
     /// A random group's leadership handed to another voter.
     TransferLeader,
+    /// Up to 64 slots of one group moved to another (`autocache admin move-slots`), with their
+    /// keys; a move an earlier window cut off is finished first.
+    MoveSlots,
 }
 
 impl FaultKind {
     /// Every kind, as `--nemesis all` asks for.
-    pub const ALL: [FaultKind; 16] = [
+    pub const ALL: [FaultKind; 17] = [
         FaultKind::Partition,
         FaultKind::PartitionLeader,
         FaultKind::PartitionRing,
@@ -72,6 +75,7 @@ impl FaultKind {
         FaultKind::MoveReplica,
         FaultKind::MoveLeader,
         FaultKind::TransferLeader,
+        FaultKind::MoveSlots,
     ];
 
     fn name(self) -> &'static str {
@@ -92,6 +96,7 @@ impl FaultKind {
             FaultKind::MoveReplica => "move-replica",
             FaultKind::MoveLeader => "move-leader",
             FaultKind::TransferLeader => "transfer-leader",
+            FaultKind::MoveSlots => "move-slots",
         }
     }
 
@@ -134,9 +139,10 @@ impl FaultKind {
             | FaultKind::Pause
             | FaultKind::PauseLeader => Family::Process,
             FaultKind::Clock | FaultKind::ClockStrobe => Family::Clock,
-            FaultKind::MoveReplica | FaultKind::MoveLeader | FaultKind::TransferLeader => {
-                Family::Membership
-            }
+            FaultKind::MoveReplica
+            | FaultKind::MoveLeader
+            | FaultKind::TransferLeader
+            | FaultKind::MoveSlots => Family::Membership,
         }
     }
 }
@@ -314,10 +320,14 @@ pub fn install(
             }
             Ok(fault)
         }
-        FaultKind::MoveReplica | FaultKind::MoveLeader | FaultKind::TransferLeader => {
+        FaultKind::MoveReplica
+        | FaultKind::MoveLeader
+        | FaultKind::TransferLeader
+        | FaultKind::MoveSlots => {
             let change = match kind {
                 FaultKind::MoveReplica => ChangeKind::MoveReplica,
                 FaultKind::MoveLeader => ChangeKind::MoveLeader,
+                FaultKind::MoveSlots => ChangeKind::MoveSlots,
                 _ => ChangeKind::TransferLeader,
             };
             let mut admin: Vec<_> = (1..=n).map(|node| cluster.raft_addr(node)).collect();

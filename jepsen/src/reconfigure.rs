@@ -1,6 +1,6 @@
 //! The membership nemesis: a replica moved to another node, the leader's replica moved away,
-//! or leadership transferred, driven through `autocache admin` as an operator would, while
-//! other faults may be in force.
+//! leadership transferred, or slots moved to another group, driven through `autocache admin`
+//! as an operator would, while other faults may be in force.
 //!
 //! The change runs in a thread of its own for the length of the window; healing stops it, so
 //! a change may be cut off midway (a learner added but not promoted, a joint configuration
@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use rand::rngs::SmallRng;
 use rand::seq::IndexedRandom;
-use rand::SeedableRng;
+use rand::{Rng, SeedableRng};
 
 /// What the change does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -26,9 +26,15 @@ pub enum ChangeKind {
     MoveReplica,
     /// The leader's replica of a random group replaced by a node outside the group.
     MoveLeader,
+    /// A run of up to 64 slots of one group moved to another group (`move-slots`); a move
+    /// left unfinished by an earlier window is finished first.
+    MoveSlots,
     /// A random group's leadership handed to another voter.
     TransferLeader,
 }
+
+/// Slots moved at most by one change.
+const SLOTS_PER_MOVE: u16 = 64;
 
 /// One group as `autocache admin status` shows it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -36,7 +42,12 @@ pub struct GroupRow {
     pub group: u32,
     pub leader: Option<usize>,
     pub voters: Vec<usize>,
+    /// The slots it owns, as inclusive runs.
+    pub slots: Vec<(u16, u16)>,
 }
+
+/// A run of slots an interrupted move left between two groups: (first, last, to).
+pub type InFlight = (u16, u16, u32);
 
 /// Reads the group table of `autocache admin status`.
 pub fn parse_status(status: &str) -> Vec<GroupRow> {
@@ -53,7 +64,34 @@ pub fn parse_status(status: &str) -> Vec<GroupRow> {
                 group: fields.first()?.parse().ok()?,
                 leader: fields.get(2)?.parse().ok(),
                 voters: ids(fields.get(4)?),
+                slots: runs(fields.get(1)?),
             })
+        })
+        .collect()
+}
+
+/// `first-last,slot,...` as inclusive runs.
+fn runs(field: &str) -> Vec<(u16, u16)> {
+    field
+        .split(',')
+        .filter_map(|run| {
+            let (first, last) = run.split_once('-').unwrap_or((run, run));
+            Some((first.parse().ok()?, last.parse().ok()?))
+        })
+        .collect()
+}
+
+/// Reads the `MOVING first-last from A to B` lines of `autocache admin status`.
+pub fn parse_moving(status: &str) -> Vec<InFlight> {
+    status
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.first() != Some(&"MOVING") {
+                return None;
+            }
+            let (first, last) = *runs(fields.get(1)?).first()?;
+            Some((first, last, fields.get(5)?.parse().ok()?))
         })
         .collect()
 }
@@ -64,10 +102,14 @@ pub fn parse_status(status: &str) -> Vec<GroupRow> {
 pub fn plan(
     kind: ChangeKind,
     groups: &[GroupRow],
+    moving: &[InFlight],
     nodes: usize,
     rng: &mut SmallRng,
 ) -> Option<Vec<String>> {
     let led: Vec<&GroupRow> = groups.iter().filter(|g| g.leader.is_some()).collect();
+    if kind == ChangeKind::MoveSlots {
+        return plan_slot_move(groups, &led, moving, rng);
+    }
     let group = led.choose(rng)?;
     let leader = group.leader?;
     let outside: Vec<usize> = (1..=nodes).filter(|n| !group.voters.contains(n)).collect();
@@ -86,7 +128,7 @@ pub fn plan(
         ])
     };
     let from = match kind {
-        ChangeKind::TransferLeader => return transfer(rng),
+        ChangeKind::TransferLeader | ChangeKind::MoveSlots => return transfer(rng),
         ChangeKind::MoveLeader => leader,
         ChangeKind::MoveReplica => *group.voters.choose(rng)?,
     };
@@ -101,12 +143,47 @@ pub fn plan(
     }
 }
 
+/// `move-slots` arguments: an unfinished move first, else up to [`SLOTS_PER_MOVE`] slots of
+/// one group's run to another group with a leader.
+fn plan_slot_move(
+    groups: &[GroupRow],
+    led: &[&GroupRow],
+    moving: &[InFlight],
+    rng: &mut SmallRng,
+) -> Option<Vec<String>> {
+    let (first, last, to) = match moving.choose(rng) {
+        Some(&unfinished) => unfinished,
+        None => {
+            let to = led.choose(rng)?.group;
+            let runs: Vec<(u16, u16)> = groups
+                .iter()
+                .filter(|g| g.group != to)
+                .flat_map(|g| g.slots.iter().copied())
+                .collect();
+            let &(start, end) = runs.choose(rng)?;
+            let first = rng.random_range(start..=end);
+            let last = end.min(first.saturating_add(rng.random_range(0..SLOTS_PER_MOVE)));
+            (first, last, to)
+        }
+    };
+    Some(vec![
+        "move-slots".into(),
+        format!("{first}-{last}"),
+        to.to_string(),
+    ])
+}
+
 /// A change under way.
 #[derive(Debug)]
 pub struct Change {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<String>>,
+    /// For a slot move: what finishes it once cut off.
+    resume: Option<(PathBuf, Vec<SocketAddrV4>)>,
 }
+
+/// How long healing a slot move may spend finishing it.
+const RESUME_FOR: Duration = Duration::from_secs(60);
 
 impl Change {
     /// Starts a change of `kind` through `binary`'s admin command, asking the nodes at `admin`
@@ -114,6 +191,7 @@ impl Change {
     pub fn start(binary: PathBuf, admin: Vec<SocketAddrV4>, kind: ChangeKind, seed: u64) -> Change {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
+        let resume = (kind == ChangeKind::MoveSlots).then(|| (binary.clone(), admin.clone()));
         let thread = std::thread::spawn(move || {
             let mut rng = SmallRng::seed_from_u64(seed);
             let nodes = admin.len();
@@ -130,7 +208,9 @@ impl Change {
                         continue;
                     }
                 };
-                let Some(args) = plan(kind, &parse_status(&status), nodes, &mut rng) else {
+                let groups = parse_status(&status);
+                let moving = parse_moving(&status);
+                let Some(args) = plan(kind, &groups, &moving, nodes, &mut rng) else {
                     last = "no group has a leader".into();
                     std::thread::sleep(Duration::from_millis(500));
                     continue;
@@ -150,18 +230,58 @@ impl Change {
         Change {
             stop,
             thread: Some(thread),
+            resume,
         }
     }
 
-    /// Stops the change (cutting it off if it is still running) and says what it did.
+    /// Stops the change (cutting it off if it is still running) and says what it did. A slot
+    /// move cut off midway leaves its slots unserved (TRYAGAIN) until it is run again, so
+    /// healing runs it again, as an operator would.
     pub fn finish(&mut self) -> String {
         self.stop.store(true, Ordering::Relaxed);
-        match self.thread.take().map(JoinHandle::join) {
+        let outcome = match self.thread.take().map(JoinHandle::join) {
             Some(Ok(outcome)) => outcome,
             Some(Err(_)) => "the change's thread panicked".into(),
-            None => "finished already".into(),
+            None => return "finished already".into(),
+        };
+        match self.resume.take() {
+            Some((binary, admin)) => format!("{outcome}; {}", resume_slot_moves(&binary, &admin)),
+            None => outcome,
         }
     }
+}
+
+/// Finishes every slot move `autocache admin status` shows in flight.
+fn resume_slot_moves(binary: &PathBuf, admin: &[SocketAddrV4]) -> String {
+    let never = AtomicBool::new(false);
+    let deadline = Instant::now() + RESUME_FOR;
+    let mut last = String::from("no node answered");
+    for addr in admin.iter().cycle() {
+        if Instant::now() > deadline {
+            break;
+        }
+        let moving = match admin_command(binary, *addr, &["status".into()], &never) {
+            Ok(status) => parse_moving(&status),
+            Err(error) => {
+                last = error;
+                std::thread::sleep(Duration::from_millis(500));
+                continue;
+            }
+        };
+        let Some(&(first, last_slot, to)) = moving.first() else {
+            return "no slot move left unfinished".into();
+        };
+        let args = [
+            "move-slots".to_string(),
+            format!("{first}-{last_slot}"),
+            to.to_string(),
+        ];
+        if let Err(error) = admin_command(binary, *addr, &args, &never) {
+            last = error;
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    }
+    format!("slot moves left unfinished: {last}")
 }
 
 impl Drop for Change {
@@ -215,11 +335,13 @@ mod tests {
 
     const STATUS: &str = "\
 GROUP        SLOTS  LEADER   TERM  VOTERS        LEARNERS   STATE       APPLIED
-    0       0-8191       2      3  1,2,3         -          ok             4419
+    0  0-99,120-8191       2      3  1,2,3         -          ok             4419
     1   8192-16383       -      4  2,3,4         5          electing         12
 
 NODE  CLIENT                 RAFT                   REPLICAS    LEADS
    1  10.0.0.1:6379          10.0.0.1:7379                 1        0
+
+MOVING  100-119  from 0 to 1
 ";
 
     #[test]
@@ -230,15 +352,43 @@ NODE  CLIENT                 RAFT                   REPLICAS    LEADS
                 GroupRow {
                     group: 0,
                     leader: Some(2),
-                    voters: vec![1, 2, 3]
+                    voters: vec![1, 2, 3],
+                    slots: vec![(0, 99), (120, 8191)],
                 },
                 GroupRow {
                     group: 1,
                     leader: None,
-                    voters: vec![2, 3, 4]
+                    voters: vec![2, 3, 4],
+                    slots: vec![(8192, 16383)],
                 },
             ]
         );
+        assert_eq!(parse_moving(STATUS), vec![(100, 119, 1)]);
+    }
+
+    #[test]
+    fn slot_moves_finish_what_was_left_then_move_a_run_to_a_led_group() {
+        let groups = parse_status(STATUS);
+        let mut rng = SmallRng::seed_from_u64(3);
+        let args = plan(
+            ChangeKind::MoveSlots,
+            &groups,
+            &parse_moving(STATUS),
+            5,
+            &mut rng,
+        );
+        assert_eq!(args.unwrap(), ["move-slots", "100-119", "1"]);
+        for _ in 0..50 {
+            let args = plan(ChangeKind::MoveSlots, &groups, &[], 5, &mut rng).unwrap();
+            // Only group 0 leads: slots of group 1 move to it.
+            assert_eq!((args[0].as_str(), args[2].as_str()), ("move-slots", "0"));
+            let (first, last) = args[1].split_once('-').unwrap();
+            let (first, last): (u16, u16) = (first.parse().unwrap(), last.parse().unwrap());
+            assert!(
+                8192 <= first && first <= last && last - first < 64,
+                "{args:?}"
+            );
+        }
     }
 
     #[test]
@@ -246,16 +396,16 @@ NODE  CLIENT                 RAFT                   REPLICAS    LEADS
         let groups = parse_status(STATUS);
         let mut rng = SmallRng::seed_from_u64(1);
         for _ in 0..50 {
-            let args = plan(ChangeKind::MoveLeader, &groups, 5, &mut rng).unwrap();
+            let args = plan(ChangeKind::MoveLeader, &groups, &[], 5, &mut rng).unwrap();
             assert_eq!(args[..3], ["move-replica", "0", "2"]);
             assert!(["4", "5"].contains(&args[3].as_str()), "{args:?}");
-            let args = plan(ChangeKind::MoveReplica, &groups, 5, &mut rng).unwrap();
+            let args = plan(ChangeKind::MoveReplica, &groups, &[], 5, &mut rng).unwrap();
             assert!(["1", "2", "3"].contains(&args[2].as_str()), "{args:?}");
-            let args = plan(ChangeKind::TransferLeader, &groups, 5, &mut rng).unwrap();
+            let args = plan(ChangeKind::TransferLeader, &groups, &[], 5, &mut rng).unwrap();
             assert!(args == ["transfer-leader", "0", "1"] || args == ["transfer-leader", "0", "3"]);
         }
         // With no node outside the group, a move becomes a transfer.
-        let args = plan(ChangeKind::MoveReplica, &groups, 3, &mut rng).unwrap();
+        let args = plan(ChangeKind::MoveReplica, &groups, &[], 3, &mut rng).unwrap();
         assert_eq!(args[0], "transfer-leader");
     }
 }

@@ -341,21 +341,10 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
         "{:>5}  {:>11}  {:>6}  {:>5}  {:<12}  {:<9}  {:<9}  {:>8}  {:>9}",
         "GROUP", "SLOTS", "LEADER", "TERM", "VOTERS", "LEARNERS", "STATE", "APPLIED", "KEYS"
     );
-    // Who owns which slots, from the groups' leaders; the ranges of --groups if they do not
-    // answer.
-    let owned = tokio::time::timeout(REGISTRY_WAIT, coordinator.slot_states())
-        .await
-        .ok()
-        .and_then(Result::ok)
-        .unwrap_or_default();
+    // Who owns which slots, as the replicas that answered (leaders when they could) applied.
+    let owned: Vec<raft::slot_calls::GroupSlots> = groups.iter().map(|g| g.slots.clone()).collect();
     for g in groups {
-        let slots = match owned.iter().find(|o| o.group == g.group) {
-            Some(state) => slot_runs(&state.owned),
-            None => {
-                let (first, last) = crate::cmd::cluster::slot_range(groups.len(), g.group as usize);
-                format!("{first}-{last}")
-            }
-        };
+        let slots = slot_runs(&g.slots.owned);
         let state = match (g.leader, g.joint) {
             (None, _) => "electing",
             (Some(_), true) => "joint",
@@ -373,6 +362,12 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
             g.last_applied,
             g.keys
         );
+    }
+    println!();
+    let map = tokio::time::timeout(REGISTRY_WAIT, coordinator.slot_map()).await;
+    match map {
+        Ok(Ok(map)) => println!("slot map epoch {}", map.epoch),
+        _ => println!("slot map: the metadata group did not answer"),
     }
     println!();
     // The registry says which nodes belong to the cluster; without an answer from the
@@ -401,4 +396,33 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
             id, addr.client, addr.raft, replicas, leads, state
         );
     }
+    let in_flight = slots_in_flight(&owned);
+    if !in_flight.is_empty() {
+        println!();
+        for (first, last, from, to) in in_flight {
+            // `move-slots FIRST-LAST TO` finishes it.
+            println!("MOVING  {first}-{last}  from {from} to {to}");
+        }
+    }
+}
+
+/// Runs of slots released by one group to another that has not adopted them yet (an
+/// interrupted `move-slots`): (first, last, from, to).
+fn slots_in_flight(states: &[raft::slot_calls::GroupSlots]) -> Vec<(u16, u16, GroupId, GroupId)> {
+    let mut runs: Vec<(u16, u16, GroupId, GroupId)> = Vec::new();
+    for state in states {
+        for &(slot, to) in &state.handoff {
+            let adopted = states.iter().any(|s| s.group == to && s.owns(slot));
+            if adopted {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(run) if run.2 == state.group && run.3 == to && run.1 + 1 == slot => {
+                    run.1 = slot
+                }
+                _ => runs.push((slot, slot, state.group, to)),
+            }
+        }
+    }
+    runs
 }

@@ -22,6 +22,9 @@ use crate::server::Server;
 /// How often this node republishes the groups it leads and reads the others' liveness.
 const REFRESH: Duration = Duration::from_secs(1);
 
+/// How long one attempt to fetch the slot map may hold up the gossip loop.
+const SLOT_MAP_WAIT: Duration = Duration::from_secs(2);
+
 /// The members gossip says are down.
 #[derive(Default)]
 pub struct Liveness {
@@ -66,7 +69,8 @@ pub async fn start(config: &Config) -> anyhow::Result<Option<Gossip>> {
         generation: crate::server::unix_ms(),
         client: me.client.clone(),
         raft: me.raft.clone(),
-        admin: None,
+        // The admin API (`autocache admin`) is served on the raft port.
+        admin: Some(me.raft.clone()),
         metrics: (config.metrics_port != 0)
             .then(|| SocketAddr::new(config.bind, config.metrics_port).to_string()),
     };
@@ -82,6 +86,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Option<Gossip>> {
 /// Publishes leadership and reads liveness every second until shutdown, then stops gossip.
 pub async fn run(server: Arc<Server>, gossip: Gossip) {
     let mut published = None;
+    let mut published_epoch = None;
     let mut loads = LoadMeter::default();
     loop {
         let leads: Vec<LeaderHint> = server
@@ -105,6 +110,21 @@ pub async fn run(server: Arc<Server>, gossip: Gossip) {
             .collect();
         server.liveness.update(down);
         hint_leaders(&server, &members);
+        // Route by the newest slot map: fetch it when a member routes by a newer one (or
+        // none was fetched yet), and say which one this node routes by.
+        let newest = members.iter().map(|m| m.slot_map_epoch).max().unwrap_or(0);
+        let mine = server.groups.slot_map_epoch();
+        if mine == 0 || newest > mine {
+            let fetched = tokio::time::timeout(SLOT_MAP_WAIT, server.groups.refresh_slot_map());
+            if let Ok(Err(error)) = fetched.await {
+                tracing::debug!(%error, "slot map not fetched");
+            }
+        }
+        let mine = server.groups.slot_map_epoch();
+        if published_epoch != Some(mine) {
+            gossip.set_slot_map_epoch(mine).await;
+            published_epoch = Some(mine);
+        }
         tokio::select! {
             _ = tokio::time::sleep(REFRESH) => {}
             _ = server.shutting_down() => break,

@@ -357,7 +357,7 @@ impl<P: FnMut(&str)> Coordinator<P> {
 
     /// Sends a call for the metadata group's leader to every known node in turn until one
     /// takes it, retrying while the metadata group has no leader.
-    async fn send_to_meta_leader(
+    pub(crate) async fn send_to_meta_leader(
         &mut self,
         step: &str,
         call: ReplicaCall,

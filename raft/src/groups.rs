@@ -113,6 +113,8 @@ pub struct Groups {
     hints: RwLock<BTreeMap<GroupId, (NodeId, NodeAddr)>>,
     /// The nodes gossip hears from (a node that replicates nothing yet is known only so).
     gossiped: RwLock<BTreeMap<NodeId, NodeAddr>>,
+    /// The epoch of the slot map this node routes by (see `slot_map`); 0 before the first.
+    pub(crate) slot_epoch: std::sync::atomic::AtomicU64,
     /// Set to stop the raft service, the leader balancer and the leader watchers.
     stop: watch::Sender<bool>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
@@ -210,6 +212,7 @@ impl Groups {
             pinned: Shared::default(),
             hints: RwLock::default(),
             gossiped: RwLock::default(),
+            slot_epoch: Default::default(),
             stop,
             tasks: Mutex::new(tasks),
         };

@@ -46,6 +46,8 @@ pub mod request;
 pub mod service;
 /// The steps of moving slots between groups, as a group's leader carries them out.
 pub mod slot_calls;
+/// The slot → group map the metadata group keeps, with its epoch.
+pub mod slot_map;
 /// Moving slots between groups, as a coordinator drives it.
 pub mod slot_mover;
 /// The state machine of one group.

@@ -135,29 +135,48 @@ impl Groups {
     {
         let group = self.meta_group();
         let raft_error = |message: String| ReplicaError::Raft { group, message };
+        self.change_meta(NODES, || {
+            let registry = self.registry_now();
+            let Some(entry) = change(registry.get(&id))? else {
+                return Ok(None);
+            };
+            let value = encode(&entry).map_err(|e| raft_error(e.to_string()))?;
+            tracing::info!(node = id, retired = entry.retired, "node registry change");
+            Ok(Some(vec![
+                b"HSET".to_vec(),
+                NODES.to_vec(),
+                id.to_string().into_bytes(),
+                value,
+            ]))
+        })
+        .await
+    }
+
+    /// A read-modify-write of the metadata group's key `key`: after a read fence, `write`
+    /// reads the state and returns the command to run (None: nothing to do), which applies in
+    /// a transaction only if `key` did not change since (else all over again).
+    pub(crate) async fn change_meta<F>(&self, key: &[u8], write: F) -> Result<(), ReplicaError>
+    where
+        F: Fn() -> Result<Option<Vec<Vec<u8>>>, ReplicaError>,
+    {
+        let group = self.meta_group();
+        let raft_error = |message: String| ReplicaError::Raft { group, message };
         for _ in 0..ATTEMPTS {
             self.read_fence(group)
                 .await
                 .map_err(|e| access_error(group, e))?;
             let now = now_ms();
-            let watch = self.meta_db().watch(NODES, now);
-            let registry = self.registry_now();
-            let Some(entry) = change(registry.get(&id))? else {
+            let watch = self.meta_db().watch(key, now);
+            let Some(command) = write()? else {
                 return Ok(());
             };
-            let value = encode(&entry).map_err(|e| raft_error(e.to_string()))?;
             let request = Request {
                 now_ms: now,
                 seed: 0,
                 op: Op::Transaction {
-                    commands: vec![vec![
-                        b"HSET".to_vec(),
-                        NODES.to_vec(),
-                        id.to_string().into_bytes(),
-                        value,
-                    ]],
+                    commands: vec![command],
                     watches: vec![WatchedKey {
-                        key: NODES.to_vec(),
+                        key: key.to_vec(),
                         expired: watch.expired,
                         applied: watch.applied,
                     }],
@@ -168,10 +187,7 @@ impl Groups {
                 .await
                 .map_err(|e| access_error(group, e))?;
             match pending.outcome().await {
-                Ok(Response::Reply(Frame::Array(_))) => {
-                    tracing::info!(node = id, retired = entry.retired, "node registry changed");
-                    return Ok(());
-                }
+                Ok(Response::Reply(Frame::Array(_))) => return Ok(()),
                 // Another change came first: read again.
                 Ok(Response::Reply(Frame::NullArray)) => continue,
                 Ok(other) => return Err(raft_error(format!("unexpected reply {other:?}"))),
@@ -179,8 +195,22 @@ impl Groups {
             }
         }
         Err(raft_error(
-            "the registry kept changing; try again".to_string(),
+            "the metadata kept changing; try again".to_string(),
         ))
+    }
+
+    /// Runs a read-only command on this node's metadata replica.
+    pub(crate) fn meta_read(&self, args: &[Bytes]) -> Frame {
+        let spec = CommandTable::get()
+            .lookup_request(args)
+            .expect("a command of the command table");
+        let ctx = ExecCtx {
+            now_ms: now_ms(),
+            seed: 0,
+        };
+        self.meta_db()
+            .execute(spec, args, ctx, &Caller::default())
+            .reply
     }
 
     /// The registry as this node's metadata replica holds it now: the static members, then
@@ -199,18 +229,7 @@ impl Groups {
                 (*id, node)
             })
             .collect();
-        let args = [Bytes::from_static(b"HGETALL"), Bytes::from_static(NODES)];
-        let spec = CommandTable::get()
-            .lookup_request(&args)
-            .expect("HGETALL is a command");
-        let ctx = ExecCtx {
-            now_ms: now_ms(),
-            seed: 0,
-        };
-        let reply = self
-            .meta_db()
-            .execute(spec, &args, ctx, &Caller::default())
-            .reply;
+        let reply = self.meta_read(&[Bytes::from_static(b"HGETALL"), Bytes::from_static(NODES)]);
         let Frame::Map(pairs) = reply else {
             return registry;
         };

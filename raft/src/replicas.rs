@@ -79,6 +79,10 @@ pub enum ReplicaCall {
         group: GroupId,
         op: crate::request::SlotOp,
     },
+    /// Metadata leader: the slot map.
+    SlotMap,
+    /// Metadata leader: record that `group` owns `slots` in the slot map.
+    RecordSlots { slots: Vec<u16>, group: GroupId },
 }
 
 /// What a node answers to a [`ReplicaCall`].
@@ -91,6 +95,7 @@ pub enum ReplicaReply {
     Slots(crate::slot_calls::GroupSlots),
     Page(crate::slot_calls::SlotPage),
     Count(u64),
+    SlotMap(crate::slot_map::SlotMap),
 }
 
 /// A group's replicas as one node sees them.
@@ -114,6 +119,8 @@ pub struct GroupReplicas {
     pub matched: BTreeMap<NodeId, u64>,
     /// Keys the answering replica holds for the group (expired ones not yet removed included).
     pub keys: u64,
+    /// The group's slots as the answering replica has applied them.
+    pub slots: crate::slot_calls::GroupSlots,
 }
 
 /// Why a membership step was not taken. Every such step may be retried.
@@ -216,6 +223,7 @@ fn replicas_of(group: GroupId, seen_by: NodeId, raft: &Raft) -> GroupReplicas {
             })
             .unwrap_or_default(),
         keys: 0,
+        slots: Default::default(),
     }
 }
 
@@ -251,6 +259,11 @@ impl Groups {
             ReplicaCall::SlotStep { group, op } => {
                 self.slot_step(group, op).await.map(ReplicaReply::Count)
             }
+            ReplicaCall::SlotMap => self.slot_map().await.map(ReplicaReply::SlotMap),
+            ReplicaCall::RecordSlots { slots, group } => self
+                .record_slots(&slots, group)
+                .await
+                .map(ReplicaReply::Count),
         }
     }
 
@@ -290,6 +303,8 @@ impl Groups {
         let raft = self.raft(group).ok_or(ReplicaError::NotHere(group))?;
         let mut replicas = replicas_of(group, self.node_id(), &raft);
         replicas.keys = self.db().group_len(group as usize) as u64;
+        replicas.slots =
+            crate::slot_calls::GroupSlots::of(group, &self.db().slot_state(group as usize));
         Ok(replicas)
     }
 

@@ -27,7 +27,7 @@ pub struct GroupSlots {
 }
 
 impl GroupSlots {
-    fn of(group: GroupId, state: &SlotState) -> GroupSlots {
+    pub(crate) fn of(group: GroupId, state: &SlotState) -> GroupSlots {
         GroupSlots {
             group,
             owned: state

@@ -12,7 +12,11 @@ use crate::replica_call::CallError;
 use crate::replicas::{ReplicaCall, ReplicaError, ReplicaReply};
 use crate::request::SlotOp;
 use crate::slot_calls::{GroupSlots, SlotPage};
+use crate::slot_map::SlotMap;
 use crate::typ::GroupId;
+
+/// How long recording a move in the slot map may take (the metadata group may be down).
+const RECORD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// What a slot move did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -102,7 +106,36 @@ impl<P: FnMut(&str)> Coordinator<P> {
         for (source, slots) in leftovers {
             self.step(source, SlotOp::Drop { slots }).await?;
         }
+        // Also what an earlier, interrupted run moved without recording it.
+        self.record(slots, to).await;
         Ok(moved)
+    }
+
+    /// The slot map the metadata group keeps.
+    pub async fn slot_map(&mut self) -> Result<SlotMap, ChangeError> {
+        let step = "read the slot map";
+        match self.send_to_meta_leader(step, ReplicaCall::SlotMap).await? {
+            ReplicaReply::SlotMap(map) => Ok(map),
+            other => Err(unexpected(step, other)),
+        }
+    }
+
+    /// Records in the metadata group's slot map that `to` owns `slots`, so every node routes
+    /// them there. Best effort: the groups' own state already decides who serves them, and a
+    /// node that routes by an older map is redirected once more.
+    async fn record(&mut self, slots: &[u16], to: GroupId) {
+        let step = format!("record {} slots of group {to} in the slot map", slots.len());
+        let call = ReplicaCall::RecordSlots {
+            slots: slots.to_vec(),
+            group: to,
+        };
+        let recorded = tokio::time::timeout(RECORD_WAIT, self.send_to_meta_leader(&step, call));
+        match recorded.await {
+            Ok(Ok(ReplicaReply::Count(epoch))) => self.say(&format!("  slot map epoch {epoch}")),
+            Ok(Ok(other)) => self.say(&format!("  {step}: unexpected answer {other:?}")),
+            Ok(Err(error)) => self.say(&format!("  slot map not updated: {error}")),
+            Err(_) => self.say("  slot map not updated: the metadata group did not answer"),
+        }
     }
 
     /// Moves `slots`, which group `source` owns or handed to `to`, to `to`; returns the keys
@@ -153,6 +186,7 @@ impl<P: FnMut(&str)> Coordinator<P> {
             },
         )
         .await?;
+        self.record(slots, to).await;
         self.step(
             source,
             SlotOp::Drop {
