@@ -408,6 +408,15 @@ fn confirm_clock(cluster: &Cluster, node: usize, offset: i64) -> Result<(), Stri
     ))
 }
 
+/// Finishes the slot moves windows cut off (run once the window's other faults are healed, so
+/// every group can elect a leader and take the move's steps).
+pub fn finish_slot_moves(cluster: &Cluster) -> String {
+    let admin: Vec<_> = (1..=cluster.nodes())
+        .map(|node| cluster.raft_addr(node))
+        .collect();
+    crate::reconfigure::resume_slot_moves(&cluster.binary().to_path_buf(), &admin)
+}
+
 /// Ends a fault and confirms it is gone.
 pub fn heal(cluster: &mut Cluster, fault: &mut Fault) -> Result<(), String> {
     match fault.kind.family() {

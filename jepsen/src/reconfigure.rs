@@ -161,7 +161,15 @@ fn plan_slot_move(
                 .flat_map(|g| g.slots.iter().copied())
                 .collect();
             let &(start, end) = runs.choose(rng)?;
-            let first = rng.random_range(start..=end);
+            // Most moves take a slot the workloads use, so they meet the move.
+            let aimed = workload_slots()
+                .into_iter()
+                .filter(|slot| (start..=end).contains(slot))
+                .collect::<Vec<_>>();
+            let first = match aimed.choose(rng) {
+                Some(&slot) if rng.random_bool(0.75) => slot,
+                _ => rng.random_range(start..=end),
+            };
             let last = end.min(first.saturating_add(rng.random_range(0..SLOTS_PER_MOVE)));
             (first, last, to)
         }
@@ -173,16 +181,30 @@ fn plan_slot_move(
     ])
 }
 
+/// The slots of the first keys of every workload (see `workload.rs`, `register_workload.rs`).
+fn workload_slots() -> Vec<u16> {
+    (0..64)
+        .flat_map(|key: u32| {
+            [
+                format!("jepsen-r{key}"),
+                format!("jepsen-s{key}"),
+                format!("jepsen-c{key}"),
+                // list-append's hash tags
+                format!("{{{key}}}"),
+            ]
+        })
+        .map(|key| tiering::slot_of(key.as_bytes()))
+        .collect()
+}
+
 /// A change under way.
 #[derive(Debug)]
 pub struct Change {
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<String>>,
-    /// For a slot move: what finishes it once cut off.
-    resume: Option<(PathBuf, Vec<SocketAddrV4>)>,
 }
 
-/// How long healing a slot move may spend finishing it.
+/// How long finishing interrupted slot moves may take.
 const RESUME_FOR: Duration = Duration::from_secs(60);
 
 impl Change {
@@ -191,7 +213,6 @@ impl Change {
     pub fn start(binary: PathBuf, admin: Vec<SocketAddrV4>, kind: ChangeKind, seed: u64) -> Change {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
-        let resume = (kind == ChangeKind::MoveSlots).then(|| (binary.clone(), admin.clone()));
         let thread = std::thread::spawn(move || {
             let mut rng = SmallRng::seed_from_u64(seed);
             let nodes = admin.len();
@@ -230,29 +251,23 @@ impl Change {
         Change {
             stop,
             thread: Some(thread),
-            resume,
         }
     }
 
-    /// Stops the change (cutting it off if it is still running) and says what it did. A slot
-    /// move cut off midway leaves its slots unserved (TRYAGAIN) until it is run again, so
-    /// healing runs it again, as an operator would.
+    /// Stops the change (cutting it off if it is still running) and says what it did.
     pub fn finish(&mut self) -> String {
         self.stop.store(true, Ordering::Relaxed);
-        let outcome = match self.thread.take().map(JoinHandle::join) {
+        match self.thread.take().map(JoinHandle::join) {
             Some(Ok(outcome)) => outcome,
             Some(Err(_)) => "the change's thread panicked".into(),
-            None => return "finished already".into(),
-        };
-        match self.resume.take() {
-            Some((binary, admin)) => format!("{outcome}; {}", resume_slot_moves(&binary, &admin)),
-            None => outcome,
+            None => "finished already".into(),
         }
     }
 }
 
-/// Finishes every slot move `autocache admin status` shows in flight.
-fn resume_slot_moves(binary: &PathBuf, admin: &[SocketAddrV4]) -> String {
+/// Finishes every slot move `autocache admin status` shows in flight, as an operator would
+/// rerun an interrupted `move-slots` (its slots answer TRYAGAIN until then).
+pub fn resume_slot_moves(binary: &PathBuf, admin: &[SocketAddrV4]) -> String {
     let never = AtomicBool::new(false);
     let deadline = Instant::now() + RESUME_FOR;
     let mut last = String::from("no node answered");
@@ -324,8 +339,14 @@ fn admin_command(
     if output.status.success() {
         Ok(stdout)
     } else {
+        // anyhow's report: `Error: ...` (then causes, and a backtrace if RUST_BACKTRACE is set).
         let stderr = String::from_utf8_lossy(&output.stderr);
-        Err(stderr.lines().last().unwrap_or("failed").to_string())
+        let error = stderr
+            .lines()
+            .find(|line| line.starts_with("Error:"))
+            .or_else(|| stderr.lines().last())
+            .unwrap_or("failed");
+        Err(error.to_string())
     }
 }
 

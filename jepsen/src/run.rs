@@ -201,6 +201,13 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
                     }
                 }
             }
+            if faults
+                .iter()
+                .any(|fault| fault.kind == FaultKind::MoveSlots)
+            {
+                let finished = nemesis::finish_slot_moves(&cluster);
+                writeln!(log, "{end_ns} after the window: {finished}")?;
+            }
             windows.push(Window {
                 fault: faults
                     .iter()
