@@ -726,7 +726,7 @@ fn leadership_transfers_cost_redis_benchmark_no_error() {
     let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
     let mut benchmark = Command::new("redis-benchmark")
         .args(["--cluster", "-p", &cluster.port(1).to_string()])
-        .args(["-t", "set", "-n", "15000", "-r", "100000", "-c", "20", "-q"])
+        .args(["-t", "set", "-n", "30000", "-r", "100000", "-c", "20", "-q"])
         .stdout(std::fs::File::create(&out_path).unwrap())
         .stderr(std::fs::File::create(&err_path).unwrap())
         .spawn()

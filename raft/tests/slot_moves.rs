@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use common::{local_get, Cluster};
 use raft::coordinator::Coordinator;
 use raft::replica_call::send;
-use raft::{Groups, NodeId, Op, ReplicaCall, ReplicaReply, Request, Response, SlotOp};
+use raft::{AccessError, Groups, NodeId, Op, ReplicaCall, ReplicaReply, Request, Response, SlotOp};
 use resp::Frame;
 use tiering::slot_of;
 
@@ -31,25 +31,33 @@ fn tag_in_group_0() -> (String, u16) {
         .unwrap()
 }
 
-async fn set_in(groups: &Groups, group: u32, key: &str, value: &str) -> Response {
+async fn set_in(
+    groups: &Groups,
+    group: u32,
+    key: &str,
+    value: &str,
+) -> Result<Response, AccessError> {
     let request = Request {
         now_ms: 1,
         seed: 0,
         op: Op::Command(vec![b"SET".to_vec(), key.into(), value.into()]),
     };
-    groups
-        .propose(group, request)
-        .await
-        .expect("proposed")
-        .outcome()
-        .await
-        .expect("applied")
+    groups.propose(group, request).await?.outcome().await
 }
 
-/// SETs `key` through group `group`'s leader, retrying while the group elects.
+/// SETs `key` through group `group`'s leader, retrying refusals that certainly did not apply
+/// (the group electing, or moving leadership to its preferred leader) as a client would.
 async fn set(cluster: &Cluster, group: u32, key: &str, value: &str) -> Response {
-    let leader = cluster.wait_leader_of(group, &[1, 2, 3]).await;
-    set_in(&cluster.node(leader).groups, group, key, value).await
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let leader = cluster.wait_leader_of(group, &[1, 2, 3]).await;
+        match set_in(&cluster.node(leader).groups, group, key, value).await {
+            Err(AccessError::NotLeader { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            result => return result.expect("applied"),
+        }
+    }
 }
 
 /// Waits until every node serves `key` = `value` from its own keyspace and `group`'s keyspace
