@@ -275,25 +275,10 @@ fn a_node_behind_the_purged_log_catches_up_from_a_snapshot() {
 #[test]
 fn redis_py_keeps_writing_through_a_node_failure() {
     let mut cluster = DevCluster::start(3, &[]);
-    let script = format!("{}/tests/clients/redis_py_failover.py", manifest_dir());
-    let client = Command::new("python3")
-        .arg(&script)
-        .arg(cluster.port(2).to_string())
-        .arg("12")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run python3");
+    let client = redis_py_checker(cluster.port(2), 12, None);
     std::thread::sleep(Duration::from_secs(3));
     cluster.kill(1);
-    let out = client.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("failover: ok"),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{stdout}");
+    assert_redis_py_checker_ok(client);
 }
 
 #[test]
@@ -670,17 +655,8 @@ fn assert_even(status: &str, on: &[u16]) {
 #[test]
 fn the_cluster_grows_to_five_nodes_and_shrinks_back_while_redis_py_writes() {
     let cluster = DevCluster::start(3, &["--spare", "2"]);
-    let script = format!("{}/tests/clients/redis_py_failover.py", manifest_dir());
     // Redirects are followed by the client; any other error fails the run.
-    let client = Command::new("python3")
-        .arg(&script)
-        .arg(cluster.port(1).to_string())
-        .arg("30")
-        .arg("0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run python3");
+    let client = redis_py_checker(cluster.port(1), 30, Some(0));
     std::thread::sleep(Duration::from_secs(2));
     let node = |id: u16| {
         [
@@ -708,14 +684,7 @@ fn the_cluster_grows_to_five_nodes_and_shrinks_back_while_redis_py_writes() {
         eprintln!("{} took {:.1}s", args[..2].join(" "), took.as_secs_f64());
         assert_even(&out, on);
     }
-    let out = client.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("failover: ok"),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{stdout}");
+    assert_redis_py_checker_ok(client);
 }
 
 #[test]
@@ -860,16 +829,7 @@ fn status_owns(status: &str, group: usize, slot: u16) -> bool {
 fn slots_move_between_groups_while_redis_py_writes() {
     // Five nodes: one replicates neither group of a move, and learns of it from the slot map.
     let cluster = DevCluster::start(5, &[]);
-    let script = format!("{}/tests/clients/redis_py_failover.py", manifest_dir());
-    let client = Command::new("python3")
-        .arg(&script)
-        .arg(cluster.port(1).to_string())
-        .arg("20")
-        .arg("0")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("run python3");
+    let client = redis_py_checker(cluster.port(1), 20, Some(0));
     std::thread::sleep(Duration::from_secs(2));
     // The slots of some of the keys it writes, each to another group; then a range, and back.
     let mut moves: Vec<(String, usize)> = (0..4)
@@ -900,14 +860,7 @@ fn slots_move_between_groups_while_redis_py_writes() {
         let first: u16 = slots.split('-').next().unwrap().parse().unwrap();
         assert!(status_owns(&out, *group, first), "{out}");
     }
-    let out = client.wait_with_output().unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success() && stdout.contains("failover: ok"),
-        "stdout: {stdout}\nstderr: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    eprintln!("{stdout}");
+    assert_redis_py_checker_ok(client);
     // Every node's CLUSTER SLOTS names the moved slot's new group's leader, those that
     // replicate neither group too (from the slot map, spread by gossip).
     let (slot, group) = (&moves[0].0, moves[0].1);
@@ -974,4 +927,36 @@ fn cluster_slots_port(port: u16, slot: i64) -> Option<i64> {
         },
         _ => None,
     })
+}
+
+/// Starts `tests/clients/redis_py_failover.py` against the node at `port` for `seconds`,
+/// allowing `max_errors` client errors (None: any number; redirects are always followed).
+fn redis_py_checker(port: u16, seconds: u32, max_errors: Option<u32>) -> std::process::Child {
+    let script = format!("{}/tests/clients/redis_py_failover.py", manifest_dir());
+    let mut command = Command::new("python3");
+    command
+        .arg(&script)
+        .arg(port.to_string())
+        .arg(seconds.to_string());
+    if let Some(max_errors) = max_errors {
+        command.arg(max_errors.to_string());
+    }
+    command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run python3")
+}
+
+/// Waits for the checker: it must have lost no acknowledged write and stayed within its
+/// error budget.
+fn assert_redis_py_checker_ok(client: std::process::Child) {
+    let out = client.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && stdout.contains("failover: ok"),
+        "stdout: {stdout}\nstderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{stdout}");
 }

@@ -3,7 +3,7 @@
 //! propose a step (release, import, adopt, drop) to the group's log.
 
 use serde::{Deserialize, Serialize};
-use tiering::SlotState;
+use tiering::{SlotSet, SlotState};
 
 use crate::groups::Groups;
 use crate::node_registry::{access_error, now_ms};
@@ -14,7 +14,7 @@ use crate::typ::GroupId;
 /// How many bytes of keys one exported page carries (one log entry of the importing group).
 pub const PAGE_BYTES: usize = 256 * 1024;
 
-/// A group's slot state as its leader answers it.
+/// A group's slot state as its leader answers it, and as its snapshots store it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct GroupSlots {
     pub group: GroupId,
@@ -38,6 +38,21 @@ impl GroupSlots {
                 .collect(),
             handoff: state.handoff.iter().map(|(s, g)| (*s, *g)).collect(),
             arriving: state.arriving.iter().map(|(s, id)| (*s, *id)).collect(),
+        }
+    }
+
+    /// The slot state these runs describe (how a snapshot restores it).
+    pub(crate) fn into_state(self) -> SlotState {
+        let mut owned = SlotSet::default();
+        for (first, last) in self.owned {
+            for slot in first..=last {
+                owned.insert(slot);
+            }
+        }
+        SlotState {
+            owned,
+            handoff: self.handoff.into_iter().collect(),
+            arriving: self.arriving.into_iter().collect(),
         }
     }
 

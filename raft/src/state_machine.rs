@@ -14,11 +14,11 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use resp::{CommandTable, Frame};
-use serde::{Deserialize, Serialize};
-use tiering::{Blob, Db, ExecCtx, SlotSet, SlotState, Watch};
+use tiering::{Blob, Db, ExecCtx, Watch};
 
 use crate::log_store::LogDb;
 use crate::request::{Op, Request, Response, SlotOp};
+use crate::slot_calls::GroupSlots;
 use crate::typ::{
     GroupId, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
@@ -158,9 +158,11 @@ impl StateMachine {
     /// The snapshot of the group as it is now: a marker, the clock, the slot state, then the
     /// keyspace.
     fn dump(&self) -> Vec<u8> {
-        let slots =
-            postcard::to_allocvec(&SlotStateRecord::of(&self.db.slot_state(self.partition)))
-                .expect("a slot state serializes");
+        let slots = postcard::to_allocvec(&GroupSlots::of(
+            self.group,
+            &self.db.slot_state(self.partition),
+        ))
+        .expect("a slot state serializes");
         let mut data = SNAPSHOT_MARKER.to_vec();
         data.extend_from_slice(&self.clock_ms.to_be_bytes());
         data.extend_from_slice(&(slots.len() as u32).to_be_bytes());
@@ -185,7 +187,7 @@ impl StateMachine {
                     return Err(invalid("snapshot too short"));
                 }
                 let (slots, keyspace) = rest.split_at(len);
-                let slots: SlotStateRecord =
+                let slots: GroupSlots =
                     postcard::from_bytes(slots).map_err(|_| invalid("bad slot state"))?;
                 (Some(slots.into_state()), (*clock, keyspace))
             }
@@ -210,43 +212,6 @@ impl StateMachine {
 
 /// Marks a snapshot that carries the group's slot state.
 const SNAPSHOT_MARKER: &[u8; 4] = b"ACSM";
-
-/// A group's slot state as its snapshot stores it.
-#[derive(Serialize, Deserialize)]
-struct SlotStateRecord {
-    owned: Vec<(u16, u16)>,
-    handoff: Vec<(u16, u32)>,
-    arriving: Vec<(u16, u64)>,
-}
-
-impl SlotStateRecord {
-    fn of(state: &SlotState) -> SlotStateRecord {
-        SlotStateRecord {
-            owned: state
-                .owned
-                .ranges()
-                .into_iter()
-                .map(|range| (*range.start(), *range.end()))
-                .collect(),
-            handoff: state.handoff.iter().map(|(s, g)| (*s, *g)).collect(),
-            arriving: state.arriving.iter().map(|(s, id)| (*s, *id)).collect(),
-        }
-    }
-
-    fn into_state(self) -> SlotState {
-        let mut owned = SlotSet::default();
-        for (first, last) in self.owned {
-            for slot in first..=last {
-                owned.insert(slot);
-            }
-        }
-        SlotState {
-            owned,
-            handoff: self.handoff.into_iter().collect(),
-            arriving: self.arriving.into_iter().collect(),
-        }
-    }
-}
 
 fn to_bytes(args: &[Vec<u8>]) -> Vec<Bytes> {
     args.iter().map(|a| Bytes::copy_from_slice(a)).collect()
