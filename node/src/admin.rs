@@ -57,7 +57,7 @@ enum AdminCommand {
         group: GroupId,
     },
     /// Evens out replicas, then leaders, across the nodes that replicate anything, weighted by
-    /// each group's load (writes per second and keys, measured over `--sample`).
+    /// each group's load (writes per second and memory, measured over `--sample`).
     Rebalance {
         /// How many groups may change at once.
         #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
@@ -202,7 +202,8 @@ fn parse_slots(text: &str) -> Result<(u16, u16), String> {
 }
 
 /// Each group's weight from its load (see [`admin_plan::weigh`]): its write rate (entries its
-/// log applied per second over `sample`) and its keys, each against the average group.
+/// log applied per second over `sample`) and the memory its keys use, each against the average
+/// group.
 async fn measure_weights(
     coordinator: &mut Coordinator<fn(&str)>,
     sample: Duration,
@@ -212,7 +213,7 @@ async fn measure_weights(
     tokio::time::sleep(sample).await;
     let after = survey(coordinator).await?;
     let seconds = started.elapsed().as_secs_f64();
-    let loads: Vec<(GroupId, f64, f64)> = after
+    let loads: Vec<(GroupId, f64, u64)> = after
         .iter()
         .map(|g| {
             let was = before
@@ -220,20 +221,20 @@ async fn measure_weights(
                 .find(|b| b.group == g.group)
                 .map_or(g.last_applied, |b| b.last_applied);
             let writes = g.last_applied.saturating_sub(was) as f64 / seconds;
-            (g.group, writes, g.keys as f64)
+            (g.group, writes, g.bytes)
         })
         .collect();
     let count = loads.len().max(1) as f64;
     let mean_writes = loads.iter().map(|l| l.1).sum::<f64>() / count;
-    let mean_keys = loads.iter().map(|l| l.2).sum::<f64>() / count;
+    let mean_bytes = loads.iter().map(|l| l.2 as f64).sum::<f64>() / count;
     println!(
-        "{:>5}  {:>9}  {:>9}  {:>6}",
-        "GROUP", "WRITES/S", "KEYS", "WEIGHT"
+        "{:>5}  {:>9}  {:>11}  {:>6}",
+        "GROUP", "WRITES/S", "BYTES", "WEIGHT"
     );
     let mut weights = BTreeMap::new();
-    for (group, writes, keys) in loads {
-        let weight = admin_plan::weigh(writes, keys, mean_writes, mean_keys);
-        println!("{group:>5}  {writes:>9.0}  {keys:>9}  {weight:>6.2}");
+    for (group, writes, bytes) in loads {
+        let weight = admin_plan::weigh(writes, bytes as f64, mean_writes, mean_bytes);
+        println!("{group:>5}  {writes:>9.0}  {bytes:>11}  {weight:>6.2}");
         weights.insert(group, weight);
     }
     Ok(weights)
@@ -338,8 +339,17 @@ fn ids(nodes: &BTreeSet<NodeId>) -> String {
 
 async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn(&str)>) {
     println!(
-        "{:>5}  {:>11}  {:>6}  {:>5}  {:<12}  {:<9}  {:<9}  {:>8}  {:>9}",
-        "GROUP", "SLOTS", "LEADER", "TERM", "VOTERS", "LEARNERS", "STATE", "APPLIED", "KEYS"
+        "{:>5}  {:>11}  {:>6}  {:>5}  {:<12}  {:<9}  {:<9}  {:>8}  {:>9}  {:>11}",
+        "GROUP",
+        "SLOTS",
+        "LEADER",
+        "TERM",
+        "VOTERS",
+        "LEARNERS",
+        "STATE",
+        "APPLIED",
+        "KEYS",
+        "BYTES"
     );
     // Who owns which slots, as the replicas that answered (leaders when they could) applied.
     let owned: Vec<raft::slot_calls::GroupSlots> = groups.iter().map(|g| g.slots.clone()).collect();
@@ -351,7 +361,7 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
             (Some(_), false) => "ok",
         };
         println!(
-            "{:>5}  {:>11}  {:>6}  {:>5}  {:<12}  {:<9}  {:<9}  {:>8}  {:>9}",
+            "{:>5}  {:>11}  {:>6}  {:>5}  {:<12}  {:<9}  {:<9}  {:>8}  {:>9}  {:>11}",
             g.group,
             slots,
             g.leader.map_or("-".into(), |l| l.to_string()),
@@ -360,7 +370,8 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
             ids(&g.learners),
             state,
             g.last_applied,
-            g.keys
+            g.keys,
+            g.bytes
         );
     }
     println!();

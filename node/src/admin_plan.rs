@@ -37,12 +37,12 @@ pub enum Step {
 /// every move lower the sum of squared loads by a fixed amount, so planning always ends.
 const SLACK: f64 = 0.25;
 
-/// What a group weighs given its write rate and key count: a third fixed cost, a third its
-/// share of the writes, a third its share of the keys, each share relative to the average
-/// group (so the average group weighs 1, and an idle, empty cluster's groups all weigh 1).
-pub fn weigh(writes_per_sec: f64, keys: f64, mean_writes: f64, mean_keys: f64) -> f64 {
+/// What a group weighs given its write rate and memory: a third fixed cost, a third its share
+/// of the writes, a third its share of the memory, each share relative to the average group
+/// (so the average group weighs 1, and an idle, empty cluster's groups all weigh 1).
+pub fn weigh(writes_per_sec: f64, bytes: f64, mean_writes: f64, mean_bytes: f64) -> f64 {
     let share = |value: f64, mean: f64| if mean > 0.0 { value / mean } else { 1.0 };
-    (1.0 + share(writes_per_sec, mean_writes) + share(keys, mean_keys)) / 3.0
+    (1.0 + share(writes_per_sec, mean_writes) + share(bytes, mean_bytes)) / 3.0
 }
 
 /// How much each of `nodes` carries: the weights of the groups it replicates (or leads, with
@@ -312,7 +312,7 @@ mod tests {
     fn the_average_group_weighs_one_and_an_idle_one_too() {
         assert_eq!(weigh(0.0, 0.0, 0.0, 0.0), 1.0);
         assert_eq!(weigh(100.0, 50.0, 100.0, 50.0), 1.0);
-        // Ten times the average write rate, average keys: (1 + 10 + 1) / 3.
+        // Ten times the average write rate, average memory: (1 + 10 + 1) / 3.
         assert_eq!(weigh(1000.0, 50.0, 100.0, 50.0), 4.0);
     }
 

@@ -135,7 +135,12 @@ pub async fn run(server: Arc<Server>, gossip: Gossip) {
     }
 }
 
-/// Measures the load of the groups this node leads: keys, and entries applied per second.
+/// Entries of a group's keyspace measured for its memory per second (see
+/// `tiering::byte_meter`): a million keys are measured over about four minutes.
+const BYTES_BUDGET: usize = 4096;
+
+/// Measures the load of the groups this node leads: keys, their memory, and entries applied
+/// per second.
 #[derive(Default)]
 struct LoadMeter {
     /// Per group: the applied index and when it was read.
@@ -163,8 +168,9 @@ impl LoadMeter {
             last.insert(hint.group, (applied, now));
             let load = GroupLoad {
                 keys: server.db.group_len(hint.group as usize) as u64,
-                // Not measured yet: the keyspace does not account bytes per group.
-                bytes: 0,
+                bytes: server
+                    .db
+                    .measure_group_bytes(hint.group as usize, BYTES_BUDGET),
                 ops_per_sec,
             };
             measured.push((hint.group, load));

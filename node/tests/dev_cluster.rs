@@ -759,19 +759,31 @@ fn rebalance_leaves_the_leader_of_a_hot_group_nothing_else_to_lead() {
     writer.kill().unwrap();
     writer.wait().unwrap();
     eprintln!("rebalance took {:.1}s:\n{out}", took.as_secs_f64());
-    // The measured weights: the hot group weighs most.
-    let weights: Vec<(usize, f64)> = out
+    // The measured weights: the hot group weighs most; it alone holds memory (its one key).
+    let weights: Vec<(usize, u64, f64)> = out
         .lines()
         .skip_while(|line| !line.contains("WEIGHT"))
         .skip(1)
         .map_while(|line| {
             let fields: Vec<&str> = line.split_whitespace().collect();
-            Some((fields.first()?.parse().ok()?, fields.get(3)?.parse().ok()?))
+            let group = fields.first()?.parse().ok()?;
+            Some((
+                group,
+                fields.get(2)?.parse().ok()?,
+                fields.get(3)?.parse().ok()?,
+            ))
         })
         .collect();
     assert_eq!(weights.len(), 16, "{out}");
-    let heaviest = weights.iter().max_by(|a, b| a.1.total_cmp(&b.1)).unwrap();
+    let heaviest = weights.iter().max_by(|a, b| a.2.total_cmp(&b.2)).unwrap();
     assert_eq!(heaviest.0, hot_group, "{out}");
+    for (group, bytes, _) in &weights {
+        assert_eq!(
+            *bytes > 0,
+            *group == hot_group,
+            "group {group}'s memory:\n{out}"
+        );
+    }
     // Every other group's leadership went to the two other nodes.
     let status = &out[out.find("done in").expect("rebalance finished")..];
     let hot_leader: u16 = status

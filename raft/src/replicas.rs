@@ -119,6 +119,9 @@ pub struct GroupReplicas {
     pub matched: BTreeMap<NodeId, u64>,
     /// Keys the answering replica holds for the group (expired ones not yet removed included).
     pub keys: u64,
+    /// The memory those keys use, as the answering replica last estimated it (0 until it
+    /// measured: a node measures the groups it leads).
+    pub bytes: u64,
     /// The group's slots as the answering replica has applied them.
     pub slots: crate::slot_calls::GroupSlots,
 }
@@ -223,6 +226,7 @@ fn replicas_of(group: GroupId, seen_by: NodeId, raft: &Raft) -> GroupReplicas {
             })
             .unwrap_or_default(),
         keys: 0,
+        bytes: 0,
         slots: Default::default(),
     }
 }
@@ -303,6 +307,7 @@ impl Groups {
         let raft = self.raft(group).ok_or(ReplicaError::NotHere(group))?;
         let mut replicas = replicas_of(group, self.node_id(), &raft);
         replicas.keys = self.db().group_len(group as usize) as u64;
+        replicas.bytes = self.db().group_bytes(group as usize);
         replicas.slots =
             crate::slot_calls::GroupSlots::of(group, &self.db().slot_state(group as usize));
         Ok(replicas)

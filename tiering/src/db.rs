@@ -326,6 +326,21 @@ impl Db {
         self.keyspaces.get(group).map_or(0, |ks| ks.lock().len())
     }
 
+    /// Measures a little more of `group`'s keyspace (up to `budget` entries) and returns the
+    /// estimate of the memory its keys use (see `byte_meter`).
+    pub fn measure_group_bytes(&self, group: usize, budget: usize) -> u64 {
+        self.keyspaces
+            .get(group)
+            .map_or(0, |ks| ks.lock().measure_bytes(budget))
+    }
+
+    /// The latest estimate of the memory `group`'s keys use, without measuring.
+    pub fn group_bytes(&self, group: usize) -> u64 {
+        self.keyspaces
+            .get(group)
+            .map_or(0, |ks| ks.lock().bytes_estimate())
+    }
+
     /// Number of keys stored in `slot` (expired ones not yet removed included, as Redis counts
     /// them for CLUSTER COUNTKEYSINSLOT).
     pub fn count_keys_in_slot(&self, slot: Slot) -> usize {

@@ -9,6 +9,7 @@ use hashbrown::HashTable;
 use rand::Rng;
 
 use crate::blob::Blob;
+use crate::byte_meter::ByteMeter;
 use crate::slot::{slot_of, Slot};
 use crate::slot_set::SlotSet;
 use crate::value::{Hasher, Value};
@@ -134,6 +135,8 @@ pub struct Keyspace {
     hasher: Hasher,
     /// Counters for INFO.
     pub stats: KeyspaceStats,
+    /// The estimate of the memory the keys use (see `byte_meter`).
+    bytes: ByteMeter,
 }
 
 impl Keyspace {
@@ -158,6 +161,7 @@ impl Keyspace {
             applied: 0,
             hasher: Hasher::default(),
             stats: KeyspaceStats::default(),
+            bytes: ByteMeter::default(),
         }
     }
 
@@ -332,6 +336,29 @@ impl Keyspace {
             .flat_map(|t| t.iter())
             .map(|e| &**e)
             .filter(move |e| self.is_live(e, now_ms))
+    }
+
+    /// Measures up to `budget` more entries and returns the estimate of the memory the keys
+    /// use (see `byte_meter`).
+    pub fn measure_bytes(&mut self, budget: usize) -> u64 {
+        let mut meter = std::mem::take(&mut self.bytes);
+        let estimate = meter.step(self, budget);
+        self.bytes = meter;
+        estimate
+    }
+
+    /// The latest estimate of the memory the keys use, without measuring.
+    pub fn bytes_estimate(&self) -> u64 {
+        self.bytes.estimate(self.len)
+    }
+
+    /// Every stored entry of one chunk of slots, expired ones included.
+    pub fn chunk_raw_entries(&self, chunk: usize) -> impl Iterator<Item = &Entry> {
+        self.tables
+            .get(chunk)
+            .into_iter()
+            .flat_map(|t| t.iter())
+            .map(|e| &**e)
     }
 
     /// Number of keys stored in one slot.

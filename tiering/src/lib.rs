@@ -16,6 +16,8 @@ pub mod args;
 pub mod blob;
 /// Clients blocked on keys.
 pub mod blocking;
+/// An estimate of the memory a keyspace uses.
+pub mod byte_meter;
 /// Command implementations, one family per file.
 pub mod cmd;
 /// The engine: routing, locking and running commands.

@@ -112,14 +112,7 @@ fn memory_usage(exec: &mut Exec, args: &[Bytes]) -> CommandResult {
         }
     }
     Ok(match exec.entry(&args[2]) {
-        Some(entry) => {
-            // The boxed entry, its table slot, the key beyond its inline bytes, the value.
-            let size = std::mem::size_of::<crate::keyspace::Entry>()
-                + 16
-                + entry.key.heap_size()
-                + entry.value.memory_usage();
-            Frame::Integer(size as i64)
-        }
+        Some(entry) => Frame::Integer(crate::byte_meter::entry_usage(entry) as i64),
         None => Frame::Null,
     })
 }
