@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use raft::coordinator::{ChangeError, Coordinator};
+use raft::placement_record::RecordedReplicas;
 use raft::replica_call::CallError;
 use raft::{GroupId, GroupReplicas, NodeAddr, NodeId, ReplicaError};
 
@@ -328,6 +329,44 @@ fn slot_runs(runs: &[(u16, u16)]) -> String {
         .join(",")
 }
 
+/// Whether the placement record matches the groups' memberships as surveyed: one line, then
+/// a line per group it differs for (the record follows a change within about a second).
+fn placement_summary(groups: &[GroupReplicas], record: &[RecordedReplicas]) -> String {
+    let mut lines = Vec::new();
+    for g in groups {
+        match record.iter().find(|r| r.group == g.group) {
+            Some(r) if r.voters == g.voters && r.learners == g.learners => {}
+            Some(r) => lines.push(format!(
+                "  group {}: recorded voters {} learners {} (membership {}-{}), the group has {} and {}",
+                g.group,
+                ids(&r.voters),
+                ids(&r.learners),
+                r.version.0,
+                r.version.1,
+                ids(&g.voters),
+                ids(&g.learners)
+            )),
+            None => lines.push(format!("  group {}: not recorded yet", g.group)),
+        }
+    }
+    let head = if lines.is_empty() {
+        format!(
+            "placement record: {} groups, every group's membership as recorded",
+            record.len()
+        )
+    } else {
+        format!(
+            "placement record: {} groups, {} differ from their membership",
+            record.len(),
+            lines.len()
+        )
+    };
+    std::iter::once(head)
+        .chain(lines)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 fn ids(nodes: &BTreeSet<NodeId>) -> String {
     let ids: Vec<String> = nodes.iter().map(|id| id.to_string()).collect();
     if ids.is_empty() {
@@ -379,6 +418,11 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
     match map {
         Ok(Ok(map)) => println!("slot map epoch {}", map.epoch),
         _ => println!("slot map: the metadata group did not answer"),
+    }
+    let record = tokio::time::timeout(REGISTRY_WAIT, coordinator.placement()).await;
+    match record {
+        Ok(Ok(record)) => println!("{}", placement_summary(groups, &record)),
+        _ => println!("placement record: the metadata group did not answer"),
     }
     println!();
     // The registry says which nodes belong to the cluster; without an answer from the

@@ -22,8 +22,9 @@ use crate::server::Server;
 /// How often this node republishes the groups it leads and reads the others' liveness.
 const REFRESH: Duration = Duration::from_secs(1);
 
-/// How long one attempt to fetch the slot map may hold up the gossip loop.
-const SLOT_MAP_WAIT: Duration = Duration::from_secs(2);
+/// How long one exchange with the metadata group (fetching the slot map, reporting the
+/// placement of led groups) may hold up the gossip loop.
+const METADATA_WAIT: Duration = Duration::from_secs(2);
 
 /// The members gossip says are down.
 #[derive(Default)]
@@ -84,10 +85,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Option<Gossip>> {
 }
 
 /// Publishes leadership and reads liveness every second until shutdown, then stops gossip.
+/// Also fetches a newer slot map, and reports changed memberships of led groups to the
+/// placement record.
 pub async fn run(server: Arc<Server>, gossip: Gossip) {
     let mut published = None;
     let mut published_epoch = None;
     let mut loads = LoadMeter::default();
+    // The membership versions of led groups the placement record has from this node.
+    let mut reported_placement = BTreeMap::new();
     loop {
         let leads: Vec<LeaderHint> = server
             .groups
@@ -115,10 +120,14 @@ pub async fn run(server: Arc<Server>, gossip: Gossip) {
         let newest = members.iter().map(|m| m.slot_map_epoch).max().unwrap_or(0);
         let mine = server.groups.slot_map_epoch();
         if mine == 0 || newest > mine {
-            let fetched = tokio::time::timeout(SLOT_MAP_WAIT, server.groups.refresh_slot_map());
+            let fetched = tokio::time::timeout(METADATA_WAIT, server.groups.refresh_slot_map());
             if let Ok(Err(error)) = fetched.await {
                 tracing::debug!(%error, "slot map not fetched");
             }
+        }
+        let report = server.groups.report_placement(&mut reported_placement);
+        if let Ok(Err(error)) = tokio::time::timeout(METADATA_WAIT, report).await {
+            tracing::debug!(%error, "placement not reported");
         }
         let mine = server.groups.slot_map_epoch();
         if published_epoch != Some(mine) {

@@ -683,8 +683,27 @@ fn the_cluster_grows_to_five_nodes_and_shrinks_back_while_redis_py_writes() {
         let (out, took) = admin(&cluster, &args);
         eprintln!("{} took {:.1}s", args[..2].join(" "), took.as_secs_f64());
         assert_even(&out, on);
+        assert_placement_recorded(&cluster);
     }
     assert_redis_py_checker_ok(client);
+}
+
+/// Waits (up to 10 s: leaders report changes once a second) for `admin status` to find the
+/// metadata group's placement record equal to every group's membership.
+fn assert_placement_recorded(cluster: &DevCluster) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, _) = admin(cluster, &["status"]);
+        let line = status
+            .lines()
+            .find(|line| line.starts_with("placement record:"))
+            .unwrap_or_else(|| panic!("no placement record line:\n{status}"));
+        if line.ends_with("every group's membership as recorded") {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }
 
 #[test]

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::node_registry::RegisteredNode;
+use crate::placement_record::RecordedReplicas;
 use crate::replica_call::{send, CallError};
 use crate::replicas::{GroupReplicas, ReplicaCall, ReplicaError, ReplicaReply};
 use crate::typ::{GroupId, NodeAddr, NodeId};
@@ -422,6 +423,20 @@ impl<P: FnMut(&str)> Coordinator<P> {
             .await?
         {
             ReplicaReply::Registry(nodes) => Ok(nodes),
+            other => Err(ChangeError::NoAnswer {
+                group: 0,
+                last: format!("unexpected answer {other:?}"),
+            }),
+        }
+    }
+
+    /// The placement record: every group's replicas as the metadata group recorded them.
+    pub async fn placement(&mut self) -> Result<Vec<RecordedReplicas>, ChangeError> {
+        match self
+            .send_to_meta_leader("read the placement record", ReplicaCall::Placement)
+            .await?
+        {
+            ReplicaReply::Placement(record) => Ok(record),
             other => Err(ChangeError::NoAnswer {
                 group: 0,
                 last: format!("unexpected answer {other:?}"),

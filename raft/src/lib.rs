@@ -34,6 +34,8 @@ pub mod network;
 pub mod node_registry;
 /// Which members replicate and lead each group.
 pub mod placement;
+/// Which nodes replicate each group, as the metadata group records it.
+pub mod placement_record;
 /// PUBLISH relayed to every member, as Redis Cluster broadcasts it.
 pub mod publish_relay;
 /// Sending membership steps to a node's raft port.

@@ -19,7 +19,8 @@ use crate::client::AccessError;
 use crate::groups::Groups;
 use crate::log_store::{decode, encode};
 use crate::placement::Placement;
-use crate::replicas::ReplicaError;
+use crate::replica_call::{send, CallError};
+use crate::replicas::{ReplicaCall, ReplicaError, ReplicaReply};
 use crate::request::{Op, Request, Response, WatchedKey};
 use crate::typ::{GroupId, NodeAddr, NodeId};
 
@@ -110,9 +111,16 @@ impl Groups {
         .await
     }
 
-    /// Retires node `id`: it left, and its id is never used again. Done if retired already.
+    /// Retires node `id`: it left, and its id is never used again. Done if retired already;
+    /// refused while the placement record still places it in a slot group.
     pub async fn retire_node(&self, id: NodeId) -> Result<(), ReplicaError> {
         self.change_registry(id, |known| match known {
+            Some(node) if !node.retired && !self.groups_placed_on(id).is_empty() => {
+                Err(ReplicaError::StillPlaced {
+                    node: id,
+                    groups: self.groups_placed_on(id),
+                })
+            }
             None => Err(ReplicaError::NodeIdUsed {
                 node: id,
                 why: "no such node is registered".into(),
@@ -197,6 +205,36 @@ impl Groups {
         Err(raft_error(
             "the metadata kept changing; try again".to_string(),
         ))
+    }
+
+    /// Sends `call` to the metadata group's leader: this node if it leads it, else every
+    /// node it knows in turn until one takes it. The last refusal when none does.
+    pub(crate) async fn ask_meta_leader(
+        &self,
+        call: ReplicaCall,
+    ) -> Result<ReplicaReply, ReplicaError> {
+        let mut last = ReplicaError::NotLeader {
+            group: self.meta_group(),
+            leader: None,
+        };
+        if self.is_leader(self.meta_group()) {
+            match Box::pin(self.answer(call.clone())).await {
+                Ok(reply) => return Ok(reply),
+                Err(error) => last = error,
+            }
+        }
+        for (id, addr) in self.members() {
+            if id == self.node_id() {
+                continue;
+            }
+            match send(&addr.raft, call.clone()).await {
+                Ok(reply) => return Ok(reply),
+                // A node that does not lead (or replicate) the metadata group refuses.
+                Err(CallError::Refused(error)) => last = error,
+                Err(CallError::Unreachable { .. }) => {}
+            }
+        }
+        Err(last)
     }
 
     /// Runs a read-only command on this node's metadata replica.

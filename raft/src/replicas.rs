@@ -83,6 +83,10 @@ pub enum ReplicaCall {
     SlotMap,
     /// Metadata leader: record that `group` owns `slots` in the slot map.
     RecordSlots { slots: Vec<u16>, group: GroupId },
+    /// Metadata leader: record these groups' committed memberships (where newer).
+    RecordPlacement(Vec<crate::placement_record::RecordedReplicas>),
+    /// Metadata leader: the placement record.
+    Placement,
 }
 
 /// What a node answers to a [`ReplicaCall`].
@@ -96,6 +100,7 @@ pub enum ReplicaReply {
     Page(crate::slot_calls::SlotPage),
     Count(u64),
     SlotMap(crate::slot_map::SlotMap),
+    Placement(Vec<crate::placement_record::RecordedReplicas>),
 }
 
 /// A group's replicas as one node sees them.
@@ -163,6 +168,8 @@ pub enum ReplicaError {
     Stopping,
     #[error("group {group} refused the slot step: {why}")]
     SlotRefused { group: GroupId, why: String },
+    #[error("node {node} is still placed in groups {groups:?} (as the placement record shows)")]
+    StillPlaced { node: NodeId, groups: Vec<GroupId> },
 }
 
 impl ReplicaError {
@@ -175,6 +182,7 @@ impl ReplicaError {
                 | ReplicaError::CatchingUp { .. }
                 | ReplicaError::NotTransferred { .. }
                 | ReplicaError::Raft { .. }
+                | ReplicaError::StillPlaced { .. }
         )
     }
 }
@@ -268,6 +276,11 @@ impl Groups {
                 .record_slots(&slots, group)
                 .await
                 .map(ReplicaReply::Count),
+            ReplicaCall::RecordPlacement(reports) => self
+                .record_placement(&reports)
+                .await
+                .map(ReplicaReply::Count),
+            ReplicaCall::Placement => self.recorded_placement().await.map(ReplicaReply::Placement),
         }
     }
 

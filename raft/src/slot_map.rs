@@ -12,7 +12,6 @@ use tiering::{SlotSet, SLOT_COUNT};
 
 use crate::groups::Groups;
 use crate::log_store::{decode, encode};
-use crate::replica_call::send;
 use crate::replicas::{ReplicaCall, ReplicaError, ReplicaReply};
 use crate::typ::GroupId;
 
@@ -158,34 +157,13 @@ impl Groups {
         tracing::info!(epoch = map.epoch, "routing by a new slot map");
     }
 
-    /// Fetches the slot map from the metadata group's leader (asking this node first, then
-    /// every node it knows) and routes by it if it is newer. Returns the epoch now in use.
+    /// Fetches the slot map from the metadata group's leader and routes by it if it is newer.
+    /// Returns the epoch now in use.
     pub async fn refresh_slot_map(&self) -> Result<u64, ReplicaError> {
-        if self.raft(self.meta_group()).is_some() {
-            if let Ok(map) = self.slot_map().await {
-                self.apply_slot_map(&map);
-                return Ok(self.slot_map_epoch());
-            }
+        if let ReplicaReply::SlotMap(map) = self.ask_meta_leader(ReplicaCall::SlotMap).await? {
+            self.apply_slot_map(&map);
         }
-        let mut last = ReplicaError::NotLeader {
-            group: self.meta_group(),
-            leader: None,
-        };
-        for (id, addr) in self.members() {
-            if id == self.node_id() {
-                continue;
-            }
-            match send(&addr.raft, ReplicaCall::SlotMap).await {
-                Ok(ReplicaReply::SlotMap(map)) => {
-                    self.apply_slot_map(&map);
-                    return Ok(self.slot_map_epoch());
-                }
-                Ok(_) => {}
-                Err(crate::replica_call::CallError::Refused(error)) => last = error,
-                Err(_) => {}
-            }
-        }
-        Err(last)
+        Ok(self.slot_map_epoch())
     }
 }
 

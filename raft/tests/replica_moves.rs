@@ -218,3 +218,76 @@ async fn node_ids_are_registered_once_and_never_reused() {
     assert_eq!(ids, [(1, false), (2, false), (3, false), (4, true)]);
     assert!(refused(coordinator.register_node(4, four).await));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_placement_record_keeps_each_groups_newest_membership() {
+    let cluster = Cluster::start(10_000).await;
+    cluster.wait_settled().await;
+    let meta = cluster.node(1).groups.meta_group();
+    // Every node reports the groups it leads, as its gossip loop does once a second.
+    let mut reported = [(); 3].map(|_| std::collections::BTreeMap::new());
+    for (id, reported) in (1..=3).zip(reported.iter_mut()) {
+        let groups = &cluster.node(id).groups;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while let Err(error) = groups.report_placement(reported).await {
+            assert!(
+                Instant::now() < deadline,
+                "node {id} cannot report: {error}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    let mut coordinator = Coordinator::new(vec![cluster.raft_addr(1)], progress);
+    let record = coordinator.placement().await.unwrap();
+    assert_eq!(
+        record.len(),
+        meta as usize + 1,
+        "every group and the metadata group"
+    );
+    let all: BTreeSet<NodeId> = (1..=3).collect();
+    assert!(record
+        .iter()
+        .all(|r| r.voters == all && r.learners.is_empty()));
+
+    // Reports reach the metadata leader; an old or repeated version changes nothing, a newer
+    // one replaces the group's entry.
+    let leader = cluster.wait_leader_of(meta, &[1, 2, 3]).await;
+    let record_call = |version: (u64, u64), voters: &[NodeId]| {
+        ReplicaCall::RecordPlacement(vec![raft::placement_record::RecordedReplicas {
+            group: 0,
+            version,
+            voters: voters.iter().copied().collect(),
+            learners: BTreeSet::new(),
+        }])
+    };
+    let current = record.iter().find(|r| r.group == 0).unwrap().version;
+    let addr = cluster.raft_addr(leader);
+    let stale = send(&addr, record_call(current, &[1, 2, 4])).await.unwrap();
+    assert_eq!(stale, raft::ReplicaReply::Count(0));
+    let newer = (current.0 + 1, current.1 + 10);
+    let changed = send(&addr, record_call(newer, &[1, 3, 4])).await.unwrap();
+    assert_eq!(changed, raft::ReplicaReply::Count(1));
+    let record = coordinator.placement().await.unwrap();
+    let group0 = record.iter().find(|r| r.group == 0).unwrap();
+    assert_eq!((group0.version, group0.voters.len()), (newer, 3));
+    assert!(group0.voters.contains(&4) && !group0.voters.contains(&2));
+
+    // A node the record still places cannot be retired; once it is placed nowhere, it can.
+    coordinator
+        .register_node(4, NodeAddr::default())
+        .await
+        .unwrap();
+    let refused = send(&addr, ReplicaCall::RetireNode { id: 4 }).await;
+    assert!(
+        matches!(
+            refused,
+            Err(CallError::Refused(ReplicaError::StillPlaced { node: 4, ref groups })) if groups == &[0]
+        ),
+        "{refused:?}"
+    );
+    let gone = (newer.0, newer.1 + 1);
+    send(&addr, record_call(gone, &[1, 2, 3])).await.unwrap();
+    send(&addr, ReplicaCall::RetireNode { id: 4 })
+        .await
+        .unwrap();
+}
