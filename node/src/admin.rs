@@ -105,6 +105,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             let mut nodes = replicating_nodes(&survey(&mut coordinator).await?);
             nodes.insert(id);
             even_out(&mut coordinator, &nodes).await?;
+            place_metadata(&mut coordinator, &nodes, None).await?;
         }
         AdminCommand::RemoveNode { id } => {
             let mut nodes = replicating_nodes(&survey(&mut coordinator).await?);
@@ -120,6 +121,7 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 apply(&mut coordinator, step).await?;
             }
             even_out(&mut coordinator, &nodes).await?;
+            place_metadata(&mut coordinator, &nodes, Some(id)).await?;
             // It holds nothing now: its id is retired, never to be used again.
             coordinator.retire_node(id).await?;
         }
@@ -181,6 +183,62 @@ async fn even_out(
             return Ok(());
         }
     }
+}
+
+/// Keeps the metadata group on 3 of `nodes` (5 from five nodes on; all of them when fewer):
+/// moves its replica off `leaving` to a node that has none (or drops it when every other node
+/// has one), and adds replicas while it has fewer than that. A cluster that loses the
+/// metadata group's quorum can no longer register, retire or move slots, so it must not
+/// shrink with the nodes that happened to be its first replicas.
+async fn place_metadata(
+    coordinator: &mut Coordinator<fn(&str)>,
+    nodes: &BTreeSet<NodeId>,
+    leaving: Option<NodeId>,
+) -> anyhow::Result<()> {
+    let meta = survey(coordinator).await?.len() as GroupId;
+    let replicas = match coordinator.replicas(meta).await {
+        Ok(replicas) if replicas.metadata => replicas,
+        // A node alone: no metadata group.
+        Ok(_)
+        | Err(ChangeError::Step {
+            error: CallError::Refused(ReplicaError::NoSuchGroup(_)),
+            ..
+        }) => return Ok(()),
+        Err(error) => return Err(error).context("read the metadata group's replicas"),
+    };
+    let spare = |voters: &BTreeSet<NodeId>| nodes.iter().copied().find(|n| !voters.contains(n));
+    let mut voters = replicas.voters.clone();
+    if let Some(leaving) = leaving.filter(|node| voters.contains(node)) {
+        match spare(&voters) {
+            Some(to) => {
+                println!("move the metadata group's replica from node {leaving} to node {to}");
+                coordinator.move_replica(meta, leaving, to).await?;
+                voters.insert(to);
+            }
+            None => {
+                println!("drop the metadata group's replica on node {leaving}");
+                coordinator.remove_replica(meta, leaving, None).await?;
+            }
+        }
+        voters.remove(&leaving);
+    }
+    let wanted = if nodes.len() >= 5 {
+        5
+    } else {
+        3.min(nodes.len())
+    };
+    while voters.len() < wanted {
+        let Some(to) = spare(&voters) else { break };
+        let addr = coordinator
+            .known()
+            .get(&to)
+            .cloned()
+            .with_context(|| format!("node {to}'s address is not known"))?;
+        println!("add a replica of the metadata group on node {to}");
+        coordinator.add_replica(meta, to, addr).await?;
+        voters.insert(to);
+    }
+    Ok(())
 }
 
 /// A slot or an inclusive slot range, as `move-slots` takes it.
@@ -277,11 +335,12 @@ async fn rebalance(
     }
 }
 
-/// Every group's replicas, from its leader when it answers.
+/// Every slot group's replicas, from its leader when it answers.
 async fn survey(coordinator: &mut Coordinator<fn(&str)>) -> anyhow::Result<Vec<GroupReplicas>> {
     let mut groups = Vec::new();
     for group in 0.. {
         match coordinator.replicas(group).await {
+            Ok(replicas) if replicas.metadata => break,
             Ok(replicas) => groups.push(replicas),
             Err(ChangeError::Step {
                 error: CallError::Refused(ReplicaError::NoSuchGroup(_)),
@@ -418,6 +477,18 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
     match map {
         Ok(Ok(map)) => println!("slot map epoch {}", map.epoch),
         _ => println!("slot map: the metadata group did not answer"),
+    }
+    let meta = groups.len() as GroupId;
+    if let Ok(Ok(replicas)) = tokio::time::timeout(REGISTRY_WAIT, coordinator.replicas(meta)).await
+    {
+        if replicas.metadata {
+            println!(
+                "metadata group {meta}: leader {}, voters {}, learners {}",
+                replicas.leader.map_or("-".into(), |l| l.to_string()),
+                ids(&replicas.voters),
+                ids(&replicas.learners)
+            );
+        }
     }
     let record = tokio::time::timeout(REGISTRY_WAIT, coordinator.placement()).await;
     match record {

@@ -666,23 +666,40 @@ fn the_cluster_grows_to_five_nodes_and_shrinks_back_while_redis_py_writes() {
             format!("127.0.0.1:{}", cluster.port(id) + 10000),
         ]
     };
-    let steps: [(Vec<String>, &[u16]); 4] = [
+    // Each step, the nodes holding the slot groups, and the metadata group's voters: three
+    // of four nodes, all of five; a leaving node's replica is dropped, not replaced, when
+    // every other node has one.
+    let steps: [(Vec<String>, &[u16], &str); 4] = [
         (
             [vec!["add-node".into(), "4".into()], node(4).to_vec()].concat(),
             &[1, 2, 3, 4],
+            "1,2,3",
         ),
         (
             [vec!["add-node".into(), "5".into()], node(5).to_vec()].concat(),
             &[1, 2, 3, 4, 5],
+            "1,2,3,4,5",
         ),
-        (vec!["remove-node".into(), "5".into()], &[1, 2, 3, 4]),
-        (vec!["remove-node".into(), "4".into()], &[1, 2, 3]),
+        (
+            vec!["remove-node".into(), "5".into()],
+            &[1, 2, 3, 4],
+            "1,2,3,4",
+        ),
+        (vec!["remove-node".into(), "4".into()], &[1, 2, 3], "1,2,3"),
     ];
-    for (args, on) in steps {
+    for (args, on, metadata_voters) in steps {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (out, took) = admin(&cluster, &args);
         eprintln!("{} took {:.1}s", args[..2].join(" "), took.as_secs_f64());
         assert_even(&out, on);
+        let metadata = out
+            .lines()
+            .find(|line| line.starts_with("metadata group"))
+            .unwrap_or_else(|| panic!("no metadata group line:\n{out}"));
+        assert!(
+            metadata.contains(&format!("voters {metadata_voters},")),
+            "{metadata}"
+        );
         assert_placement_recorded(&cluster);
     }
     assert_redis_py_checker_ok(client);

@@ -366,11 +366,11 @@ impl<P: FnMut(&str)> Coordinator<P> {
         if self.known.is_empty() {
             self.discover().await;
         }
-        let mut addrs = self.seeds.clone();
-        addrs.extend(self.known.values().map(|addr| addr.raft.clone()));
-        addrs.dedup();
         let deadline = Instant::now() + STEP_TIMEOUT;
         loop {
+            let mut addrs = self.seeds.clone();
+            addrs.extend(self.known.values().map(|addr| addr.raft.clone()));
+            addrs.dedup();
             let mut last = None;
             for addr in &addrs {
                 match send(addr, call.clone()).await {
@@ -395,6 +395,8 @@ impl<P: FnMut(&str)> Coordinator<P> {
                 });
             }
             tokio::time::sleep(RETRY_EVERY).await;
+            // The leader may be a node not learned yet (only some were named so far).
+            self.discover().await;
         }
     }
 

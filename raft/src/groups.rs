@@ -100,6 +100,8 @@ pub struct Groups {
     peers: Peers,
     /// The config of every group with peers (ticking, so it heartbeats and elects).
     config: Arc<Config>,
+    /// The metadata group's configuration (see [`Groups::config_of`]).
+    meta_config: Arc<Config>,
     registry: Registry,
     metrics: Arc<RaftMetrics>,
     /// Relays PUBLISH to the other members (None on a node alone).
@@ -202,11 +204,20 @@ impl Groups {
             meta_db: Arc::new(Db::new(1)),
             store,
             peers,
-            config: ticking,
+            config: ticking.clone(),
+            meta_config: Arc::new(
+                Config {
+                    heartbeat_interval: 2000,
+                    election_timeout_min: 5000,
+                    election_timeout_max: 7000,
+                    ..(*ticking).clone()
+                }
+                .validate()?,
+            ),
             registry,
             metrics,
             relay,
-            changing: (0..config.groups)
+            changing: (0..=config.groups)
                 .map(|_| tokio::sync::Mutex::new(()))
                 .collect(),
             pinned: Shared::default(),
@@ -357,32 +368,32 @@ impl Groups {
         &self.meta_db
     }
 
-    /// Starts the metadata group if this node is one of its replicas (see
-    /// `node_registry::meta_members`), initializing it in a new cluster.
+    /// Starts the metadata group if this node is one of its replicas: one of its first
+    /// replicas (see `node_registry::meta_members`) it was not removed from, or one added at
+    /// run time (found by its state on disk). Initializes it in a new cluster.
     async fn open_meta_group(&self) -> Result<(), GroupsError> {
         let group = self.meta_group();
+        let start_error = |message: String| GroupsError::Start { group, message };
+        let store_error = |e: std::io::Error| start_error(e.to_string());
         let members = crate::node_registry::meta_members(&self.placement);
-        if !members.contains_key(&self.node_id) {
+        let placed_here = members.contains_key(&self.node_id);
+        let opens = if placed_here {
+            !self.store.is_retired(group).map_err(store_error)?
+        } else {
+            self.store.has_group(group).map_err(store_error)?
+        };
+        if !opens {
             return Ok(());
         }
-        let start_error = |message: String| GroupsError::Start { group, message };
-        // Only admin commands use the registry: it can take longer to fail over, and costs
-        // an idle cluster less, than a slot group.
-        let config = Config {
-            heartbeat_interval: 2000,
-            election_timeout_min: 5000,
-            election_timeout_max: 7000,
-            ..(*self.config).clone()
-        }
-        .validate()?;
         let raft = self
-            .open_raft(group, Arc::new(config))
+            .open_raft(group, self.config_of(group))
             .await
             .map_err(|e| start_error(e.to_string()))?;
-        if !raft
-            .is_initialized()
-            .await
-            .map_err(|e| start_error(e.to_string()))?
+        if placed_here
+            && !raft
+                .is_initialized()
+                .await
+                .map_err(|e| start_error(e.to_string()))?
         {
             match raft.initialize(members).await {
                 Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => {}
@@ -401,6 +412,16 @@ impl Groups {
     }
 
     /// The config of a group with peers.
+    /// The raft configuration of a multi-node `group`. Only admin commands and the gossip
+    /// loop use the metadata group: it can take longer to fail over, and costs an idle
+    /// cluster less, than a slot group.
+    pub(crate) fn config_of(&self, group: GroupId) -> Arc<Config> {
+        if group != self.meta_group() {
+            return self.ticking_config();
+        }
+        self.meta_config.clone()
+    }
+
     pub(crate) fn ticking_config(&self) -> Arc<Config> {
         self.config.clone()
     }

@@ -129,6 +129,8 @@ pub struct GroupReplicas {
     pub bytes: u64,
     /// The group's slots as the answering replica has applied them.
     pub slots: crate::slot_calls::GroupSlots,
+    /// This is the metadata group (the one after the slot groups), not a slot group.
+    pub metadata: bool,
 }
 
 /// Why a membership step was not taken. Every such step may be retried.
@@ -236,6 +238,7 @@ fn replicas_of(group: GroupId, seen_by: NodeId, raft: &Raft) -> GroupReplicas {
         keys: 0,
         bytes: 0,
         slots: Default::default(),
+        metadata: false,
     }
 }
 
@@ -285,8 +288,9 @@ impl Groups {
     }
 
     /// Refuses groups that do not exist, and single-replica groups, whose membership is fixed.
+    /// The metadata group is changeable like a slot group.
     fn changeable(&self, group: GroupId) -> Result<(), ReplicaError> {
-        if group as usize >= self.len() {
+        if group > self.meta_group() {
             return Err(ReplicaError::NoSuchGroup(group));
         }
         if self.is_sole_voter(group) {
@@ -314,11 +318,18 @@ impl Groups {
 
     /// `group`'s replicas as this node sees them.
     pub fn replicas(&self, group: GroupId) -> Result<GroupReplicas, ReplicaError> {
-        if group as usize >= self.len() {
+        // A node alone has no metadata group.
+        let alone = crate::node_registry::meta_members(self.placement()).is_empty();
+        if group > self.meta_group() || (group == self.meta_group() && alone) {
             return Err(ReplicaError::NoSuchGroup(group));
         }
         let raft = self.raft(group).ok_or(ReplicaError::NotHere(group))?;
         let mut replicas = replicas_of(group, self.node_id(), &raft);
+        if group == self.meta_group() {
+            replicas.metadata = true;
+            replicas.keys = self.meta_db().group_len(0) as u64;
+            return Ok(replicas);
+        }
         replicas.keys = self.db().group_len(group as usize) as u64;
         replicas.bytes = self.db().group_bytes(group as usize);
         replicas.slots =
@@ -337,7 +348,7 @@ impl Groups {
         self.store()
             .revive_group(group)
             .map_err(|e| raft_error(e.to_string()))?;
-        self.open_raft(group, self.ticking_config())
+        self.open_raft(group, self.config_of(group))
             .await
             .map_err(|e| raft_error(e.to_string()))?;
         tracing::info!(group, "opened a replica");
@@ -365,12 +376,16 @@ impl Groups {
         // An entry that made this node a voter may have arrived after the check.
         if votes(&raft) {
             let raft_error = |message: String| ReplicaError::Raft { group, message };
-            self.open_raft(group, self.ticking_config())
+            self.open_raft(group, self.config_of(group))
                 .await
                 .map_err(|e| raft_error(e.to_string()))?;
             return Err(ReplicaError::StillVoter { group, node: me });
         }
-        self.db().clear_group(group as usize);
+        if group == self.meta_group() {
+            self.meta_db().clear_group(0);
+        } else {
+            self.db().clear_group(group as usize);
+        }
         self.store()
             .retire_group(group)
             .await

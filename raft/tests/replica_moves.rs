@@ -291,3 +291,41 @@ async fn the_placement_record_keeps_each_groups_newest_membership() {
         .await
         .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_group_moves_off_a_node_and_keeps_its_registry() {
+    let mut cluster = Cluster::start(10_000).await;
+    cluster.wait_settled().await;
+    cluster.join(4).await;
+    let meta = cluster.node(1).groups.meta_group();
+    let mut coordinator = Coordinator::new(vec![cluster.raft_addr(2)], progress);
+    coordinator.learn(4, cluster.joiners[&4].clone());
+    coordinator
+        .register_node(4, cluster.joiners[&4].clone())
+        .await
+        .unwrap();
+    coordinator.move_replica(meta, 1, 4).await.unwrap();
+    let replicas = coordinator.replicas(meta).await.unwrap();
+    assert!(replicas.metadata);
+    assert_eq!(replicas.voters, BTreeSet::from([2, 3, 4]));
+
+    // Node 1 keeps its slot groups but not the metadata group, across a restart; node 4
+    // reopens the replica it was given from its disk.
+    cluster.stop(1).await;
+    cluster.restart(1).await;
+    assert!(cluster.node(1).groups.raft(meta).is_none());
+    assert!(cluster.node(1).groups.raft(0).is_some());
+    cluster.stop(4).await;
+    cluster.restart(4).await;
+    assert!(cluster.node(4).groups.raft(meta).is_some());
+
+    // Without node 1 and with node 2 down, nodes 3 and 4 are the metadata group's quorum:
+    // the registry still answers (it could not with its first replicas, 1, 2 and 3).
+    cluster.stop(1).await;
+    cluster.stop(2).await;
+    let mut coordinator = Coordinator::new(vec![cluster.raft_addr(3)], progress);
+    coordinator.learn(4, cluster.joiners[&4].clone());
+    let registry = coordinator.registry().await.unwrap();
+    let ids: Vec<NodeId> = registry.iter().map(|n| n.id).collect();
+    assert_eq!(ids, [1, 2, 3, 4]);
+}
