@@ -47,6 +47,11 @@ pub struct ClusterConfig {
 pub const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1";
 
 struct Node {
+    /// The node id the process runs as: the slot's number, until the slot is replaced by a
+    /// new node (ids are never reused).
+    id: u64,
+    /// Started with `--join` (a replacement), not as one of the static members.
+    joined: bool,
     process: Option<Child>,
     paused: bool,
 }
@@ -55,6 +60,8 @@ struct Node {
 pub struct Cluster {
     config: ClusterConfig,
     nodes: Vec<Node>,
+    /// The id the next replacement node gets.
+    next_id: u64,
     // Dropped after the processes are killed (see Drop).
     net: Net,
 }
@@ -68,12 +75,15 @@ impl Cluster {
             source,
         })?;
         let mut cluster = Cluster {
-            nodes: (0..config.nodes)
-                .map(|_| Node {
+            nodes: (1..=config.nodes)
+                .map(|slot| Node {
+                    id: slot as u64,
+                    joined: false,
                     process: None,
                     paused: false,
                 })
                 .collect(),
+            next_id: config.nodes as u64 + 1,
             config,
             net,
         };
@@ -108,6 +118,41 @@ impl Cluster {
         self.config.nodes
     }
 
+    /// The id of the node running on `node`'s machine (its namespace).
+    pub fn node_id(&self, node: usize) -> u64 {
+        self.nodes[node - 1].id
+    }
+
+    /// The ids of the nodes, by machine.
+    pub fn node_ids(&self) -> Vec<u64> {
+        self.nodes.iter().map(|n| n.id).collect()
+    }
+
+    /// Replaces the node on machine `node` by a new, empty one, as an operator replaces a
+    /// machine: the process is killed, and a new id starts on the same addresses with a data
+    /// directory of its own and `--join`, replicating nothing until `admin add-node`. Returns
+    /// the new id.
+    pub fn replace_node(&mut self, node: usize) -> Result<u64, ClusterError> {
+        self.kill(node);
+        let id = self.next_id;
+        self.next_id += 1;
+        self.nodes[node - 1].id = id;
+        self.nodes[node - 1].joined = true;
+        self.start_node(node)?;
+        Ok(id)
+    }
+
+    /// Where the node on machine `node` keeps its data: `n<i>` for a static member, `n<i>-id<id>`
+    /// for a replacement.
+    fn data_dir(&self, node: usize) -> PathBuf {
+        let id = self.nodes[node - 1].id;
+        if id == node as u64 {
+            self.config.dir.join(format!("n{node}"))
+        } else {
+            self.config.dir.join(format!("n{node}-id{id}"))
+        }
+    }
+
     /// Node `node`'s log file.
     pub fn log_path(&self, node: usize) -> PathBuf {
         self.config.dir.join(format!("n{node}.log"))
@@ -130,7 +175,7 @@ impl Cluster {
             what: "clone the log file".into(),
             source,
         })?;
-        let data = self.config.dir.join(format!("n{node}"));
+        let data = self.data_dir(node);
         let binary = self.config.binary.to_string_lossy().into_owned();
         let mut command = self.net.command(node, &binary);
         command
@@ -138,7 +183,7 @@ impl Cluster {
             .args(["--bind", &self.net.ip(node).to_string()])
             .args(["--port", &CLIENT_PORT.to_string()])
             .args(["--data-dir", &data.to_string_lossy()])
-            .args(["--node-id", &node.to_string()])
+            .args(["--node-id", &self.nodes[node - 1].id.to_string()])
             .args(["--members", &self.members()])
             .args(["--groups", &self.config.groups.to_string()])
             .args(["--replicas", &self.config.nodes.min(3).to_string()])
@@ -147,6 +192,10 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(err);
+        if self.nodes[node - 1].joined {
+            let ip = self.net.ip(node);
+            command.args(["--join", &format!("{ip}:{CLIENT_PORT}/{ip}:{RAFT_PORT}")]);
+        }
         if self.config.faketime {
             let offset_file = self.clock_file(node);
             if !offset_file.exists() {
@@ -164,10 +213,8 @@ impl Cluster {
             what: format!("start node {node} ({binary})"),
             source,
         })?;
-        self.nodes[node - 1] = Node {
-            process: Some(child),
-            paused: false,
-        };
+        self.nodes[node - 1].process = Some(child);
+        self.nodes[node - 1].paused = false;
         Ok(())
     }
 

@@ -54,11 +54,16 @@ pub enum FaultKind {
     /// Up to 64 slots of one group moved to another (`autocache admin move-slots`), with their
     /// keys; a move an earlier window cut off is finished first.
     MoveSlots,
+    /// A node removed (`autocache admin remove-node`: its replicas, leaderships and metadata
+    /// replica moved off, its id retired), then, once the window's faults are healed, its
+    /// machine wiped and started again as a new node (a new id, `--join`) and added to the
+    /// cluster (`admin add-node`), as an operator replaces a machine.
+    ReplaceNode,
 }
 
 impl FaultKind {
     /// Every kind, as `--nemesis all` asks for.
-    pub const ALL: [FaultKind; 17] = [
+    pub const ALL: [FaultKind; 18] = [
         FaultKind::Partition,
         FaultKind::PartitionLeader,
         FaultKind::PartitionRing,
@@ -76,6 +81,7 @@ impl FaultKind {
         FaultKind::MoveLeader,
         FaultKind::TransferLeader,
         FaultKind::MoveSlots,
+        FaultKind::ReplaceNode,
     ];
 
     fn name(self) -> &'static str {
@@ -97,6 +103,7 @@ impl FaultKind {
             FaultKind::MoveLeader => "move-leader",
             FaultKind::TransferLeader => "transfer-leader",
             FaultKind::MoveSlots => "move-slots",
+            FaultKind::ReplaceNode => "replace-node",
         }
     }
 
@@ -142,7 +149,8 @@ impl FaultKind {
             FaultKind::MoveReplica
             | FaultKind::MoveLeader
             | FaultKind::TransferLeader
-            | FaultKind::MoveSlots => Family::Membership,
+            | FaultKind::MoveSlots
+            | FaultKind::ReplaceNode => Family::Membership,
         }
     }
 }
@@ -332,12 +340,33 @@ pub fn install(
             };
             let mut admin: Vec<_> = (1..=n).map(|node| cluster.raft_addr(node)).collect();
             admin.shuffle(rng);
+            let ids = cluster
+                .node_ids()
+                .into_iter()
+                .map(|id| id as usize)
+                .collect();
             let mut fault = Fault::on(kind, Vec::new());
             fault.change = Some(Change::start(
                 cluster.binary().to_path_buf(),
                 admin,
+                ids,
                 change,
                 rng.random(),
+            ));
+            Ok(fault)
+        }
+        FaultKind::ReplaceNode => {
+            // Removed through another node: the leaving one may be asked to stop serving.
+            let (leaving, through) = (nodes[0], nodes[1 % n]);
+            let args = vec![
+                "remove-node".to_string(),
+                cluster.node_id(leaving).to_string(),
+            ];
+            let mut fault = Fault::on(kind, vec![leaving]);
+            fault.change = Some(Change::run(
+                cluster.binary().to_path_buf(),
+                cluster.raft_addr(through),
+                args,
             ));
             Ok(fault)
         }
@@ -415,6 +444,49 @@ pub fn finish_slot_moves(cluster: &Cluster) -> String {
         .map(|node| cluster.raft_addr(node))
         .collect();
     crate::reconfigure::resume_slot_moves(&cluster.binary().to_path_buf(), &admin)
+}
+
+/// Finishes replacing the node on machine `node` once the window's faults are healed: the
+/// `remove-node` the window may have cut off is run again (it does what is left, and retires
+/// the id), then the machine is wiped and started as a new node, which `add-node` fills.
+pub fn finish_replacement(cluster: &mut Cluster, node: usize) -> String {
+    let binary = cluster.binary().to_path_buf();
+    let never = std::sync::atomic::AtomicBool::new(false);
+    let through = cluster.raft_addr(node % cluster.nodes() + 1);
+    let old = cluster.node_id(node);
+    let admin = |args: Vec<String>| {
+        let started = Instant::now();
+        crate::reconfigure::admin_command(&binary, through, &args, &never)
+            .map(|_| {
+                format!(
+                    "{} in {:.1}s",
+                    args.join(" "),
+                    started.elapsed().as_secs_f64()
+                )
+            })
+            .map_err(|error| format!("{}: {error}", args.join(" ")))
+    };
+    let removed = match admin(vec!["remove-node".into(), old.to_string()]) {
+        Ok(done) => done,
+        Err(error) => return format!("n{node} not replaced: {error}"),
+    };
+    let new = match cluster.replace_node(node) {
+        Ok(id) => id,
+        Err(error) => return format!("{removed}; n{node} not restarted: {error}"),
+    };
+    let ip = cluster.client_addr(node).ip().to_string();
+    let added = admin(vec![
+        "add-node".into(),
+        new.to_string(),
+        "--client".into(),
+        cluster.client_addr(node).to_string(),
+        "--raft".into(),
+        format!("{ip}:{}", crate::cluster::RAFT_PORT),
+    ]);
+    match added {
+        Ok(done) => format!("{removed}; n{node} now node {new}: {done}"),
+        Err(error) => format!("{removed}; n{node} now node {new}, not added: {error}"),
+    }
 }
 
 /// Ends a fault and confirms it is gone.

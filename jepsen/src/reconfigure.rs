@@ -96,14 +96,14 @@ pub fn parse_moving(status: &str) -> Vec<InFlight> {
         .collect()
 }
 
-/// The `autocache admin` arguments for a change of `kind` on a cluster of nodes `1..=nodes`
+/// The `autocache admin` arguments for a change of `kind` on a cluster of the nodes `ids`
 /// laid out as `groups`, or None when nothing fits (no group has a leader). A move for which
 /// no node is outside the group (as many nodes as replicas) becomes a leadership transfer.
 pub fn plan(
     kind: ChangeKind,
     groups: &[GroupRow],
     moving: &[InFlight],
-    nodes: usize,
+    ids: &[usize],
     rng: &mut SmallRng,
 ) -> Option<Vec<String>> {
     let led: Vec<&GroupRow> = groups.iter().filter(|g| g.leader.is_some()).collect();
@@ -112,7 +112,11 @@ pub fn plan(
     }
     let group = led.choose(rng)?;
     let leader = group.leader?;
-    let outside: Vec<usize> = (1..=nodes).filter(|n| !group.voters.contains(n)).collect();
+    let outside: Vec<usize> = ids
+        .iter()
+        .copied()
+        .filter(|n| !group.voters.contains(n))
+        .collect();
     let others: Vec<usize> = group
         .voters
         .iter()
@@ -209,8 +213,14 @@ const RESUME_FOR: Duration = Duration::from_secs(60);
 
 impl Change {
     /// Starts a change of `kind` through `binary`'s admin command, asking the nodes at `admin`
-    /// (raft addresses) in turn.
-    pub fn start(binary: PathBuf, admin: Vec<SocketAddrV4>, kind: ChangeKind, seed: u64) -> Change {
+    /// (raft addresses) in turn, on a cluster of the nodes `ids`.
+    pub fn start(
+        binary: PathBuf,
+        admin: Vec<SocketAddrV4>,
+        ids: Vec<usize>,
+        kind: ChangeKind,
+        seed: u64,
+    ) -> Change {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::spawn(move || {
@@ -231,7 +241,7 @@ impl Change {
                 };
                 let groups = parse_status(&status);
                 let moving = parse_moving(&status);
-                let Some(args) = plan(kind, &groups, &moving, nodes, &mut rng) else {
+                let Some(args) = plan(kind, &groups, &moving, &ids, &mut rng) else {
                     last = "no group has a leader".into();
                     std::thread::sleep(Duration::from_millis(500));
                     continue;
@@ -247,6 +257,28 @@ impl Change {
                 };
             }
             format!("no change made: {last}")
+        });
+        Change {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Starts `autocache admin ARGS`, asking the node at `admin`, cut off if the window ends
+    /// first.
+    pub fn run(binary: PathBuf, admin: SocketAddrV4, args: Vec<String>) -> Change {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            match admin_command(&binary, admin, &args, &stopping) {
+                Ok(_) => format!(
+                    "{} done in {:.1}s",
+                    args.join(" "),
+                    started.elapsed().as_secs_f64()
+                ),
+                Err(error) => format!("{} not done: {error}", args.join(" ")),
+            }
         });
         Change {
             stop,
@@ -307,7 +339,7 @@ impl Drop for Change {
 
 /// Runs `autocache admin --node ADDR ARGS` until it exits or `stop` is set (then it is killed:
 /// an interrupted coordinator). Returns its output, or why it failed.
-fn admin_command(
+pub fn admin_command(
     binary: &PathBuf,
     addr: SocketAddrV4,
     args: &[String],
@@ -354,6 +386,8 @@ fn admin_command(
 mod tests {
     use super::*;
 
+    const FIVE: [usize; 5] = [1, 2, 3, 4, 5];
+
     const STATUS: &str = "\
 GROUP        SLOTS  LEADER   TERM  VOTERS        LEARNERS   STATE       APPLIED
     0  0-99,120-8191       2      3  1,2,3         -          ok             4419
@@ -395,12 +429,12 @@ MOVING  100-119  from 0 to 1
             ChangeKind::MoveSlots,
             &groups,
             &parse_moving(STATUS),
-            5,
+            &FIVE,
             &mut rng,
         );
         assert_eq!(args.unwrap(), ["move-slots", "100-119", "1"]);
         for _ in 0..50 {
-            let args = plan(ChangeKind::MoveSlots, &groups, &[], 5, &mut rng).unwrap();
+            let args = plan(ChangeKind::MoveSlots, &groups, &[], &FIVE, &mut rng).unwrap();
             // Only group 0 leads: slots of group 1 move to it.
             assert_eq!((args[0].as_str(), args[2].as_str()), ("move-slots", "0"));
             let (first, last) = args[1].split_once('-').unwrap();
@@ -417,16 +451,16 @@ MOVING  100-119  from 0 to 1
         let groups = parse_status(STATUS);
         let mut rng = SmallRng::seed_from_u64(1);
         for _ in 0..50 {
-            let args = plan(ChangeKind::MoveLeader, &groups, &[], 5, &mut rng).unwrap();
+            let args = plan(ChangeKind::MoveLeader, &groups, &[], &FIVE, &mut rng).unwrap();
             assert_eq!(args[..3], ["move-replica", "0", "2"]);
             assert!(["4", "5"].contains(&args[3].as_str()), "{args:?}");
-            let args = plan(ChangeKind::MoveReplica, &groups, &[], 5, &mut rng).unwrap();
+            let args = plan(ChangeKind::MoveReplica, &groups, &[], &FIVE, &mut rng).unwrap();
             assert!(["1", "2", "3"].contains(&args[2].as_str()), "{args:?}");
-            let args = plan(ChangeKind::TransferLeader, &groups, &[], 5, &mut rng).unwrap();
+            let args = plan(ChangeKind::TransferLeader, &groups, &[], &FIVE, &mut rng).unwrap();
             assert!(args == ["transfer-leader", "0", "1"] || args == ["transfer-leader", "0", "3"]);
         }
         // With no node outside the group, a move becomes a transfer.
-        let args = plan(ChangeKind::MoveReplica, &groups, &[], 3, &mut rng).unwrap();
+        let args = plan(ChangeKind::MoveReplica, &groups, &[], &[1, 2, 3], &mut rng).unwrap();
         assert_eq!(args[0], "transfer-leader");
     }
 }

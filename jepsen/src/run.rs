@@ -170,12 +170,20 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
     let mut faults_ok = true;
     let mut rng = SmallRng::seed_from_u64(config.seed);
     let mut log = fs::File::create(config.out.join("nemesis.log"))?;
-    if !config.nemeses.is_empty() {
+    // A node can be replaced only where the others can hold every group's replicas (the
+    // cluster runs min(nodes, 3) per group): not on three nodes.
+    let nemeses: Vec<FaultKind> = config
+        .nemeses
+        .iter()
+        .copied()
+        .filter(|&kind| kind != FaultKind::ReplaceNode || config.nodes > 3)
+        .collect();
+    if !nemeses.is_empty() {
         while Instant::now() + Duration::from_secs(8) < deadline && !interrupt::interrupted() {
             interrupt::sleep(Duration::from_secs(2));
             let start_ns = recorder.started.elapsed().as_nanos() as u64;
             let mut faults = Vec::new();
-            for kind in nemesis::choose(&config.nemeses, &mut rng) {
+            for kind in nemesis::choose(&nemeses, &mut rng) {
                 match nemesis::install(&mut cluster, kind, &mut rng) {
                     Ok(fault) => {
                         writeln!(log, "{start_ns} installed {fault}")?;
@@ -207,6 +215,10 @@ pub fn run(config: &TestConfig) -> anyhow::Result<Verdict> {
             {
                 let finished = nemesis::finish_slot_moves(&cluster);
                 writeln!(log, "{end_ns} after the window: {finished}")?;
+            }
+            for fault in faults.iter().filter(|f| f.kind == FaultKind::ReplaceNode) {
+                let replaced = nemesis::finish_replacement(&mut cluster, fault.nodes[0]);
+                writeln!(log, "{end_ns} after the window: {replaced}")?;
             }
             windows.push(Window {
                 fault: faults

@@ -108,10 +108,23 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             place_metadata(&mut coordinator, &nodes, None).await?;
         }
         AdminCommand::RemoveNode { id } => {
-            let mut nodes = replicating_nodes(&survey(&mut coordinator).await?);
+            let groups = survey(&mut coordinator).await?;
+            let mut nodes = replicating_nodes(&groups);
             nodes.remove(&id);
             if nodes.is_empty() {
                 bail!("node {id} is the only node: nothing could take its replicas");
+            }
+            if let Some(g) = groups
+                .iter()
+                .find(|g| g.voters.contains(&id) && g.voters.len() > nodes.len())
+            {
+                bail!(
+                    "node {id} cannot leave: group {} has {} replicas and only {} other nodes \
+                     would hold them (add a node first)",
+                    g.group,
+                    g.voters.len(),
+                    nodes.len()
+                );
             }
             loop {
                 let groups = views(&survey(&mut coordinator).await?);
