@@ -53,6 +53,8 @@ pub struct Coordinator<P> {
     seeds: Vec<String>,
     /// Every node seen in a group's membership, with its addresses.
     known: BTreeMap<NodeId, NodeAddr>,
+    /// The raft address of each group's leader as last found, until a call there fails.
+    leaders: BTreeMap<GroupId, String>,
     progress: P,
 }
 
@@ -63,6 +65,7 @@ impl<P: FnMut(&str)> Coordinator<P> {
         Coordinator {
             seeds,
             known: BTreeMap::new(),
+            leaders: BTreeMap::new(),
             progress,
         }
     }
@@ -192,13 +195,26 @@ impl<P: FnMut(&str)> Coordinator<P> {
         let mut reported = Instant::now();
         loop {
             let addr = match &target {
-                Target::Leader(group) => self.leader_addr(*group).await,
+                Target::Leader(group) => match self.leaders.get(group) {
+                    Some(addr) => Ok(addr.clone()),
+                    None => self.leader_addr(*group).await,
+                },
                 Target::Node(addr) => Ok(addr.clone()),
             };
             let error = match addr {
                 Ok(addr) => match send(&addr, call.clone()).await {
-                    Ok(reply) => return Ok(reply),
-                    Err(error) => error,
+                    Ok(reply) => {
+                        if let Target::Leader(group) = &target {
+                            self.leaders.insert(*group, addr);
+                        }
+                        return Ok(reply);
+                    }
+                    Err(error) => {
+                        if let Target::Leader(group) = &target {
+                            self.leaders.remove(group);
+                        }
+                        error
+                    }
                 },
                 Err(ChangeError::Step { error, .. }) => error,
                 Err(other) => return Err(other),

@@ -183,7 +183,9 @@ fn approx_bytes(entry: &Entry) -> usize {
                         + watches.iter().map(|w| w.key.len() + 32).sum::<usize>()
                 }
                 Op::Expire(keys) => args(keys),
-                Op::Slots(SlotOp::Import { page, .. }) => page.len(),
+                Op::Slots(SlotOp::Import { page, .. } | SlotOp::ImportPage { page, .. }) => {
+                    page.len()
+                }
                 Op::Slots(_) => 0,
             },
             EntryPayload::Blank | EntryPayload::Membership(_) => 0,

@@ -1,11 +1,14 @@
 //! Sending a [`ReplicaCall`] to a node's raft port: how the admin CLI and coordinators drive
 //! membership changes.
 
+use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use http::uri::PathAndQuery;
+use parking_lot::Mutex;
 use tonic::client::Grpc;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 use tonic::Request;
 
 use crate::replicas::{ReplicaCall, ReplicaError, ReplicaReply};
@@ -34,19 +37,41 @@ impl CallError {
     }
 }
 
+/// One channel per node address, kept between calls: a slot move makes a few calls per slot,
+/// and a connection per call cost more than the calls. A channel reconnects by itself; one
+/// whose call failed is dropped, so the next call starts afresh.
+static CHANNELS: LazyLock<Mutex<HashMap<String, Channel>>> = LazyLock::new(Default::default);
+
+/// The channel to `addr`, connected at its first call.
+fn channel(addr: &str) -> Result<Channel, String> {
+    let mut channels = CHANNELS.lock();
+    if let Some(channel) = channels.get(addr) {
+        return Ok(channel.clone());
+    }
+    let channel = Endpoint::from_shared(format!("http://{addr}"))
+        .map_err(|e| e.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .connect_lazy();
+    channels.insert(addr.to_string(), channel.clone());
+    Ok(channel)
+}
+
 /// Sends `call` to the node whose raft port is `addr` and returns its answer.
 pub async fn send(addr: &str, call: ReplicaCall) -> Result<ReplicaReply, CallError> {
+    let result = exchange(addr, call).await;
+    if let Err(CallError::Unreachable { .. }) = result {
+        CHANNELS.lock().remove(addr);
+    }
+    result
+}
+
+async fn exchange(addr: &str, call: ReplicaCall) -> Result<ReplicaReply, CallError> {
     let unreachable = |message: String| CallError::Unreachable {
         addr: addr.to_string(),
         message,
     };
     let exchange = async {
-        let channel = Endpoint::from_shared(format!("http://{addr}"))
-            .map_err(|e| unreachable(e.to_string()))?
-            .connect_timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .map_err(|e| unreachable(e.to_string()))?;
+        let channel = channel(addr).map_err(unreachable)?;
         // Pages of a slot move's keys go both ways.
         let mut grpc = Grpc::new(channel)
             .max_decoding_message_size(MAX_MESSAGE)

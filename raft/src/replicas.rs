@@ -68,11 +68,12 @@ pub enum ReplicaCall {
     Registry,
     /// Leader: the group's slot state.
     Slots { group: GroupId },
-    /// Leader: a page of the keys of `slot`, which the group handed over, after `skip` keys.
-    ExportSlot {
+    /// Leader: a page of the keys of `slots`, which the group handed over, from `from` (an
+    /// index into `slots` and the keys of that slot to skip).
+    ExportSlots {
         group: GroupId,
-        slot: u16,
-        skip: u64,
+        slots: Vec<u16>,
+        from: (u32, u64),
     },
     /// Leader: a step of a slot move, through the group's log.
     SlotStep {
@@ -267,8 +268,8 @@ impl Groups {
             ReplicaCall::RetireNode { id } => done(self.retire_node(id).await),
             ReplicaCall::Registry => self.registered_nodes().await.map(ReplicaReply::Registry),
             ReplicaCall::Slots { group } => self.group_slots(group).await.map(ReplicaReply::Slots),
-            ReplicaCall::ExportSlot { group, slot, skip } => self
-                .export_slot(group, slot, skip)
+            ReplicaCall::ExportSlots { group, slots, from } => self
+                .export_slots(group, &slots, from)
                 .await
                 .map(ReplicaReply::Page),
             ReplicaCall::SlotStep { group, op } => {

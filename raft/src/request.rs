@@ -38,7 +38,8 @@ pub enum SlotOp {
     /// Stop serving `slots` (keeping their keys) and hand them to group `to`.
     Release { slots: Vec<u16>, to: GroupId },
     /// One page of `slot`'s keys (a `tiering::snapshot` dump) of import `session`; the first
-    /// page clears what an abandoned import left.
+    /// page clears what an abandoned import left. Written by earlier versions, which moved a
+    /// slot per page; still applied (as an `ImportPage` of one slot).
     Import {
         slot: u16,
         session: u64,
@@ -49,6 +50,15 @@ pub enum SlotOp {
     Adopt { slots: Vec<u16>, session: u64 },
     /// Forget the keys of `slots`, handed over and adopted by their new group.
     Drop { slots: Vec<u16> },
+    /// One page of keys of `slots` (a `tiering::snapshot` dump) of import `session`; for
+    /// `starts`, the slots whose first keys it holds, it clears what an abandoned import left
+    /// (see `tiering::Db::import_page`).
+    ImportPage {
+        session: u64,
+        slots: Vec<u16>,
+        starts: Vec<u16>,
+        page: Vec<u8>,
+    },
 }
 
 impl fmt::Display for Request {
@@ -77,6 +87,9 @@ impl fmt::Display for SlotOp {
             }
             SlotOp::Import { slot, page, .. } => {
                 write!(f, "import {} bytes of slot {slot}", page.len())
+            }
+            SlotOp::ImportPage { slots, page, .. } => {
+                write!(f, "import {} bytes of {} slots", page.len(), slots.len())
             }
             SlotOp::Adopt { slots, .. } => write!(f, "adopt {} slots", slots.len()),
             SlotOp::Drop { slots } => write!(f, "drop {} slots", slots.len()),

@@ -71,15 +71,18 @@ impl GroupSlots {
     }
 }
 
-/// One page of a handed-over slot's keys.
+/// One page of handed-over slots' keys (see `tiering::Db::export_slots`).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SlotPage {
     /// A `tiering::snapshot` dump of the page's keys.
     pub page: Vec<u8>,
     /// How many keys it holds.
     pub keys: u64,
-    /// No key of the slot comes after this page.
-    pub last: bool,
+    /// The slots it covers, and those among them whose first keys it holds.
+    pub slots: Vec<u16>,
+    pub starts: Vec<u16>,
+    /// Where the next page starts, if any is left.
+    pub next: Option<(u32, u64)>,
 }
 
 impl Groups {
@@ -99,28 +102,37 @@ impl Groups {
         Ok(GroupSlots::of(group, &self.db().slot_state(group as usize)))
     }
 
-    /// A page of the keys of `slot`, which `group` handed over, after the first `skip`.
-    pub async fn export_slot(
+    /// A page of the keys of `slots`, which `group` handed over, from `from`.
+    pub async fn export_slots(
         &self,
         group: GroupId,
-        slot: u16,
-        skip: u64,
+        slots: &[u16],
+        from: (u32, u64),
     ) -> Result<SlotPage, ReplicaError> {
         self.check_slot_group(group)?;
         self.read_fence(group)
             .await
             .map_err(|e| access_error(group, e))?;
-        let (page, keys, last) = self
+        let exported = self
             .db()
-            .export_slot(group as usize, slot, skip as usize, PAGE_BYTES)
+            .export_slots(
+                group as usize,
+                slots,
+                (from.0 as usize, from.1 as usize),
+                PAGE_BYTES,
+            )
             .map_err(|e| ReplicaError::SlotRefused {
                 group,
                 why: e.to_string(),
             })?;
         Ok(SlotPage {
-            page,
-            keys: keys as u64,
-            last,
+            page: exported.page,
+            keys: exported.keys as u64,
+            slots: exported.slots,
+            starts: exported.starts,
+            next: exported
+                .next
+                .map(|(index, skip)| (index as u32, skip as u64)),
         })
     }
 

@@ -156,27 +156,23 @@ impl<P: FnMut(&str)> Coordinator<P> {
         .await?;
         // A fresh session: pages of an earlier, abandoned run are refused from here on.
         let session = rand::random::<u64>();
+        // Pages of up to 256 KiB, each spanning as many slots as fit.
         let mut keys = 0;
-        for &slot in slots {
-            let mut skip = 0;
-            loop {
-                let page = self.export(source, slot, skip).await?;
-                self.step(
-                    to,
-                    SlotOp::Import {
-                        slot,
-                        session,
-                        first: skip == 0,
-                        page: page.page,
-                    },
-                )
-                .await?;
-                skip += page.keys;
-                if page.last {
-                    break;
-                }
-            }
-            keys += skip;
+        let mut from = Some((0, 0));
+        while let Some(at) = from {
+            let page = self.export(source, slots, at).await?;
+            keys += page.keys;
+            from = page.next;
+            self.step(
+                to,
+                SlotOp::ImportPage {
+                    session,
+                    slots: page.slots,
+                    starts: page.starts,
+                    page: page.page,
+                },
+            )
+            .await?;
         }
         self.step(
             to,
@@ -200,11 +196,15 @@ impl<P: FnMut(&str)> Coordinator<P> {
     async fn export(
         &mut self,
         group: GroupId,
-        slot: u16,
-        skip: u64,
+        slots: &[u16],
+        from: (u32, u64),
     ) -> Result<SlotPage, ChangeError> {
-        let step = format!("export slot {slot} from group {group}");
-        let call = ReplicaCall::ExportSlot { group, slot, skip };
+        let step = format!("export slots from group {group}");
+        let call = ReplicaCall::ExportSlots {
+            group,
+            slots: slots.to_vec(),
+            from,
+        };
         match self
             .until_answered(&step, Target::Leader(group), call)
             .await?

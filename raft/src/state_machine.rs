@@ -142,7 +142,16 @@ impl StateMachine {
                 session,
                 first,
                 page,
-            } => self.db.import_slot(group, *slot, *session, *first, page),
+            } => {
+                let starts: &[u16] = if *first { &[*slot] } else { &[] };
+                self.db.import_page(group, *session, &[*slot], starts, page)
+            }
+            SlotOp::ImportPage {
+                session,
+                slots,
+                starts,
+                page,
+            } => self.db.import_page(group, *session, slots, starts, page),
             SlotOp::Adopt { slots, session } => self
                 .db
                 .adopt_slots(group, slots, *session)

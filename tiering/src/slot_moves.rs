@@ -6,7 +6,23 @@
 use crate::db::Db;
 use crate::keyspace::SlotState;
 use crate::slot::Slot;
+use crate::slot_set::SlotSet;
 use crate::snapshot;
+
+/// One page of an export (see [`Db::export_slots`]).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ExportedPage {
+    /// A `snapshot` dump of the page's keys.
+    pub page: Vec<u8>,
+    /// How many keys it holds.
+    pub keys: usize,
+    /// The slots it covers, in order (the first and last possibly in part).
+    pub slots: Vec<Slot>,
+    /// The slots among them whose first keys it holds (an empty slot too).
+    pub starts: Vec<Slot>,
+    /// Where the next page starts, if any is left.
+    pub next: Option<(usize, usize)>,
+}
 
 /// Why a slot step was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -70,64 +86,89 @@ impl Db {
         released
     }
 
-    /// The keys of `slot`, which `group` handed over (so they no longer change), as a dump of
-    /// at most about `max_bytes`, starting after the first `skip` keys; and whether that was
-    /// the last page.
-    pub fn export_slot(
+    /// A page of the keys of `slots`, which `group` handed over (so they no longer change),
+    /// starting at `from` (an index into `slots` and the keys of that slot to skip): a dump of
+    /// at most about `max_bytes` (one key more if a key alone is larger), spanning as many
+    /// slots as fit, so that many small slots move in one page.
+    pub fn export_slots(
         &self,
         group: usize,
-        slot: Slot,
-        skip: usize,
+        slots: &[Slot],
+        from: (usize, usize),
         max_bytes: usize,
-    ) -> Result<(Vec<u8>, usize, bool), SlotMoveError> {
+    ) -> Result<ExportedPage, SlotMoveError> {
         let ks = self.keyspaces[group].lock();
-        if !ks.slot_state().handoff.contains_key(&slot) {
-            return Err(SlotMoveError::NotHandedOver(slot));
-        }
-        // The slot is frozen: its table iterates in the same order on every call.
-        let mut page = Vec::new();
+        let (mut index, mut skip) = from;
+        let mut exported = ExportedPage::default();
+        let mut entries = Vec::new();
         let mut size = 0;
-        let mut entries = ks.slot_entries(slot).skip(skip);
-        for entry in entries.by_ref() {
-            size += entry.key.len() + entry.value.memory_usage();
-            page.push(entry);
+        while let Some(&slot) = slots.get(index) {
+            if !ks.slot_state().handoff.contains_key(&slot) {
+                return Err(SlotMoveError::NotHandedOver(slot));
+            }
+            if skip == 0 {
+                exported.starts.push(slot);
+            }
+            exported.slots.push(slot);
+            // The slot is frozen: its table iterates in the same order on every call.
+            let mut keys = ks.slot_entries(slot).skip(skip).peekable();
+            while size < max_bytes {
+                let Some(entry) = keys.next() else { break };
+                size += entry.key.len() + entry.value.memory_usage();
+                entries.push(entry);
+                skip += 1;
+            }
+            if keys.peek().is_some() {
+                exported.next = Some((index, skip));
+                break;
+            }
+            index += 1;
+            skip = 0;
             if size >= max_bytes {
+                exported.next = (index < slots.len()).then_some((index, 0));
                 break;
             }
         }
-        let last = entries.next().is_none();
-        let mut out = Vec::new();
-        let count = page.len();
-        snapshot::dump_entries(count, page.into_iter(), &mut out);
-        Ok((out, count, last))
+        exported.keys = entries.len();
+        snapshot::dump_entries(entries.len(), entries.into_iter(), &mut exported.page);
+        Ok(exported)
     }
 
-    /// Adds one page of `slot`'s keys to `group` under import `session`; the first page of a
-    /// session clears what an earlier, abandoned import left. Returns how many keys it added.
-    pub fn import_slot(
+    /// Adds a page of keys of `slots` to `group` under import `session`. `starts` are the
+    /// slots whose first keys it holds: what an earlier, abandoned import left of them is
+    /// cleared, and they are now arriving under `session`; the others must be already.
+    /// Returns how many keys it added.
+    pub fn import_page(
         &self,
         group: usize,
-        slot: Slot,
         session: u64,
-        first: bool,
+        slots: &[Slot],
+        starts: &[Slot],
         page: &[u8],
     ) -> Result<usize, SlotMoveError> {
         let mut ks = self.keyspaces[group].lock();
-        if ks.owns(slot) {
-            return Err(SlotMoveError::AlreadyOwned(slot));
+        let mut accepted = SlotSet::default();
+        for &slot in slots {
+            if ks.owns(slot) {
+                return Err(SlotMoveError::AlreadyOwned(slot));
+            }
+            if !starts.contains(&slot) && ks.slot_state().arriving.get(&slot) != Some(&session) {
+                return Err(SlotMoveError::OtherSession(slot));
+            }
+            accepted.insert(slot);
         }
-        if first {
+        for &slot in starts.iter().filter(|slot| accepted.contains(**slot)) {
             ks.remove_slot(slot);
             let state = ks.slot_state_mut();
             state.handoff.remove(&slot);
             state.arriving.insert(slot, session);
-        } else if ks.slot_state().arriving.get(&slot) != Some(&session) {
-            return Err(SlotMoveError::OtherSession(slot));
         }
-        let added = snapshot::insert_entries(&mut ks, page, |s| s == slot)
+        let added = snapshot::insert_entries(&mut ks, page, |slot| accepted.contains(slot))
             .map_err(|e| SlotMoveError::BadPage(e.to_string()))?;
         drop(ks);
-        self.set_route(slot, group);
+        for &slot in slots {
+            self.set_route(slot, group);
+        }
         Ok(added)
     }
 
@@ -227,22 +268,22 @@ mod tests {
         assert_eq!(db.remove_expired(source, &[b"{a}old".to_vec()], 2000), 0);
 
         let session = 42;
-        let (mut skip, mut pages) = (0, 0);
-        loop {
-            let (page, keys, last) = db.export_slot(source, slot, skip, 500).unwrap();
-            db.import_slot(target, slot, session, skip == 0, &page)
+        let (mut from, mut pages, mut keys) = (Some((0, 0)), 0, 0);
+        while let Some(at) = from {
+            let page = db.export_slots(source, &[slot], at, 500).unwrap();
+            assert_eq!(page.starts.is_empty(), at.1 > 0, "{at:?}");
+            db.import_page(target, session, &page.slots, &page.starts, &page.page)
                 .unwrap();
             assert_eq!(
                 run(&db, target, &["GET", "{a}0"]).moved,
                 Some(slot),
                 "not adopted yet"
             );
-            skip += keys;
+            keys += page.keys;
             pages += 1;
-            if last {
-                break;
-            }
+            from = page.next;
         }
+        let skip = keys;
         assert_eq!(skip, 21);
         assert!(pages > 3, "{pages} pages");
         assert_eq!(
@@ -251,7 +292,7 @@ mod tests {
         );
         db.adopt_slots(target, &[slot], session).unwrap();
         assert_eq!(
-            db.import_slot(target, slot, session, true, &[]),
+            db.import_page(target, session, &[slot], &[slot], &[]),
             Err(SlotMoveError::AlreadyOwned(slot))
         );
         assert_eq!(
@@ -265,9 +306,66 @@ mod tests {
             db.slot_state(source).handoff.get(&slot),
             Some(&(target as u32))
         );
+        let left = db.export_slots(source, &[slot], (0, 0), 500).unwrap();
+        assert_eq!((left.keys, left.next), (0, None), "nothing left");
+    }
+
+    #[test]
+    fn small_slots_share_a_page_and_a_large_one_spans_pages() {
+        let db = Db::new(2);
+        // Ten slots of group 0 with one small key each, an empty one, then one with 30 keys.
+        let mut slots: Vec<Slot> = (0..100u32)
+            .map(|i| format!("k{i}"))
+            .filter(|key| db.group_of_slot(slot_of(key.as_bytes())) == 0)
+            .take(10)
+            .map(|key| {
+                run(&db, 0, &["SET", &key, "v"]);
+                slot_of(key.as_bytes())
+            })
+            .collect();
+        let empty = (0..8192u16)
+            .find(|s| db.count_keys_in_slot(*s) == 0)
+            .unwrap();
+        slots.push(empty);
+        let big = slot_of(b"{big}");
+        assert_eq!(db.group_of_slot(big), 0);
+        for i in 0..30 {
+            run(&db, 0, &["SET", &format!("{{big}}{i}"), &"x".repeat(100)]);
+        }
+        slots.push(big);
+        slots.sort_unstable();
+        slots.dedup();
+        assert_eq!(db.release_slots(0, &slots, 1).len(), slots.len());
+
+        let (mut from, mut pages, mut keys) = (Some((0, 0)), Vec::new(), 0);
+        while let Some(at) = from {
+            let page = db.export_slots(0, &slots, at, 1000).unwrap();
+            db.import_page(1, 7, &page.slots, &page.starts, &page.page)
+                .unwrap();
+            keys += page.keys;
+            from = page.next;
+            pages.push(page);
+        }
+        assert_eq!(keys, 40);
+        // The big slot takes several pages; the small ones share pages.
         assert!(
-            db.export_slot(source, slot, 0, 500).unwrap().2,
-            "nothing left"
+            pages.len() >= 4 && pages.len() < slots.len(),
+            "{} pages",
+            pages.len()
         );
+        let starts: Vec<Slot> = pages.iter().flat_map(|p| p.starts.clone()).collect();
+        assert_eq!(starts, slots, "every slot started once, in order");
+        // A page of another session for a slot under way is refused.
+        let last = pages.last().unwrap();
+        assert!(matches!(
+            db.import_page(1, 8, &last.slots, &[], &last.page),
+            Err(SlotMoveError::OtherSession(slot)) if last.slots.contains(&slot)
+        ));
+        db.adopt_slots(1, &slots, 7).unwrap();
+        assert_eq!(
+            run(&db, 1, &["GET", "{big}29"]).reply,
+            Frame::Bulk("x".repeat(100).into())
+        );
+        assert_eq!(db.group_len(1), 40);
     }
 }
