@@ -361,6 +361,19 @@ impl Keyspace {
             .map(|e| &**e)
     }
 
+    /// Number of keys of the slots this keyspace owns (as DBSIZE counts them): the frozen keys
+    /// of slots moving out, and those of slots still arriving, are the other group's to count.
+    pub fn owned_len(&self) -> usize {
+        let moving: usize = self
+            .slots
+            .handoff
+            .keys()
+            .chain(self.slots.arriving.keys())
+            .map(|&slot| self.slot_counts[slot as usize] as usize)
+            .sum();
+        self.len - moving
+    }
+
     /// Number of keys stored in one slot.
     pub fn slot_len(&self, slot: usize) -> usize {
         self.slot_counts[slot] as usize

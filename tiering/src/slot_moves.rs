@@ -361,7 +361,10 @@ mod tests {
             db.import_page(1, 8, &last.slots, &[], &last.page),
             Err(SlotMoveError::OtherSession(slot)) if last.slots.contains(&slot)
         ));
+        // Neither group counts the keys in flight.
+        assert_eq!(run(&db, usize::MAX, &["DBSIZE"]).reply, Frame::Integer(0));
         db.adopt_slots(1, &slots, 7).unwrap();
+        assert_eq!(run(&db, usize::MAX, &["DBSIZE"]).reply, Frame::Integer(40));
         assert_eq!(
             run(&db, 1, &["GET", "{big}29"]).reply,
             Frame::Bulk("x".repeat(100).into())

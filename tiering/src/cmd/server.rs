@@ -23,7 +23,7 @@ pub(crate) static COMMANDS: &[CommandDef] = &[
 
 fn dbsize(exec: &mut Exec, _args: &[Bytes]) -> CommandResult {
     Ok(Frame::Integer(
-        exec.keyspaces().map(|ks| ks.len() as i64).sum(),
+        exec.keyspaces().map(|ks| ks.owned_len() as i64).sum(),
     ))
 }
 
