@@ -535,7 +535,7 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
             id, addr.client, addr.raft, replicas, leads, state
         );
     }
-    let in_flight = slots_in_flight(&owned);
+    let in_flight = raft::slot_mover::slots_in_flight(&owned);
     if !in_flight.is_empty() {
         println!();
         for (first, last, from, to) in in_flight {
@@ -543,25 +543,4 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
             println!("MOVING  {first}-{last}  from {from} to {to}");
         }
     }
-}
-
-/// Runs of slots released by one group to another that has not adopted them yet (an
-/// interrupted `move-slots`): (first, last, from, to).
-fn slots_in_flight(states: &[raft::slot_calls::GroupSlots]) -> Vec<(u16, u16, GroupId, GroupId)> {
-    let mut runs: Vec<(u16, u16, GroupId, GroupId)> = Vec::new();
-    for state in states {
-        for &(slot, to) in &state.handoff {
-            let adopted = states.iter().any(|s| s.group == to && s.owns(slot));
-            if adopted {
-                continue;
-            }
-            match runs.last_mut() {
-                Some(run) if run.2 == state.group && run.3 == to && run.1 + 1 == slot => {
-                    run.1 = slot
-                }
-                _ => runs.push((slot, slot, state.group, to)),
-            }
-        }
-    }
-    runs
 }

@@ -18,6 +18,7 @@ mod pubsub;
 mod route;
 mod server;
 mod session;
+mod slot_janitor;
 mod slowlog;
 mod socket;
 mod stats;

@@ -281,6 +281,10 @@ impl Bound {
             }
             tokio::spawn(crate::metrics::serve(server.clone(), listener))
         });
+        // Both only where there are other members (gossip runs).
+        let janitor = gossip
+            .is_some()
+            .then(|| tokio::spawn(crate::slot_janitor::run(server.clone())));
         let membership =
             gossip.map(|gossip| tokio::spawn(crate::membership::run(server.clone(), gossip)));
         let mut connections = JoinSet::new();
@@ -334,6 +338,10 @@ impl Bound {
         if let Some(membership) = membership {
             // It stops gossip itself once shutdown was asked for.
             let _ = membership.await;
+        }
+        if let Some(janitor) = janitor {
+            // It stops once shutdown was asked for, between two steps of a move.
+            let _ = janitor.await;
         }
         server.groups.shutdown().await;
         tracing::info!("stopped");

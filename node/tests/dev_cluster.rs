@@ -1008,3 +1008,81 @@ fn assert_redis_py_checker_ok(client: std::process::Child) {
     );
     eprintln!("{stdout}");
 }
+
+/// The reply of `args` sent to the node at `port`, following MOVED redirects.
+fn following_moved(port: u16, args: &[&str]) -> Frame {
+    let mut port = port;
+    for _ in 0..5 {
+        match RawClient::connect(port).cmd(args) {
+            Frame::Error(error) if error.starts_with("MOVED") => {
+                let addr = error
+                    .split_whitespace()
+                    .nth(2)
+                    .expect("MOVED slot host:port");
+                port = addr.rsplit(':').next().unwrap().parse().unwrap();
+            }
+            reply => return reply,
+        }
+    }
+    panic!("redirected too often");
+}
+
+#[test]
+fn a_slot_move_abandoned_after_release_is_finished_by_the_cluster() {
+    let cluster = DevCluster::start(3, &[]);
+    let key = "abandoned";
+    assert_eq!(
+        following_moved(cluster.port(1), &["SET", key, "kept"]),
+        Frame::Simple("OK".into())
+    );
+    let slot: u16 = redis_cli(cluster.port(1), &["cluster", "keyslot", key])
+        .trim()
+        .parse()
+        .unwrap();
+    let (group, to) = ((slot as usize * 16 / 16384) as u32, 0u32);
+    let to = if group == to { 1 } else { to };
+    // A coordinator that releases the slot to another group and dies.
+    let leader_port = cluster_slots_port(cluster.port(1), slot as i64).expect("a leader");
+    let release = raft::ReplicaCall::SlotStep {
+        group,
+        op: raft::SlotOp::Release {
+            slots: vec![slot],
+            to,
+        },
+    };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let released = runtime
+        .block_on(raft::replica_call::send(
+            &format!("127.0.0.1:{}", leader_port + 10000),
+            release,
+        ))
+        .expect("released");
+    assert_eq!(released, raft::ReplicaReply::Count(1));
+    let started = Instant::now();
+    let unserved = following_moved(cluster.port(1), &["GET", key]);
+    assert!(
+        matches!(&unserved, Frame::Error(e) if e.starts_with("TRYAGAIN")),
+        "{unserved:?}"
+    );
+    // The metadata group's leader finishes the move: 30 s in flight, checked every 10 s.
+    loop {
+        match following_moved(cluster.port(1), &["GET", key]) {
+            Frame::Bulk(value) => {
+                assert_eq!(&value[..], b"kept");
+                break;
+            }
+            Frame::Error(e) if e.starts_with("TRYAGAIN") => {}
+            other => panic!("{other:?}"),
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "still unserved after {:?}",
+            started.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    eprintln!("served again after {:.1}s", started.elapsed().as_secs_f64());
+    let (status, _) = admin(&cluster, &["status"]);
+    assert!(status_owns(&status, to as usize, slot), "{status}");
+    assert!(!status.contains("MOVING"), "{status}");
+}

@@ -227,6 +227,27 @@ impl<P: FnMut(&str)> Coordinator<P> {
     }
 }
 
+/// The slots released by one group and not adopted by the group they were handed to (so
+/// nobody serves them), from every group's slot state: runs of (first, last, from, to).
+pub fn slots_in_flight(states: &[GroupSlots]) -> Vec<(u16, u16, GroupId, GroupId)> {
+    let mut runs: Vec<(u16, u16, GroupId, GroupId)> = Vec::new();
+    for state in states {
+        for &(slot, to) in &state.handoff {
+            let adopted = states.iter().any(|s| s.group == to && s.owns(slot));
+            if adopted {
+                continue;
+            }
+            match runs.last_mut() {
+                Some(run) if run.2 == state.group && run.3 == to && run.1 + 1 == slot => {
+                    run.1 = slot
+                }
+                _ => runs.push((slot, slot, state.group, to)),
+            }
+        }
+    }
+    runs
+}
+
 /// Why no group can give `slot` away: another move holds it.
 fn moving_elsewhere(states: &[GroupSlots], slot: u16) -> String {
     match states
