@@ -653,7 +653,7 @@ fn assert_even(status: &str, on: &[u16]) {
 }
 
 #[test]
-fn the_cluster_grows_to_five_nodes_and_shrinks_back_while_redis_py_writes() {
+fn the_cluster_grows_to_five_nodes_and_shrinks_back_while_clients_write() {
     let cluster = DevCluster::start(3, &["--spare", "2"]);
     // Redirects are followed by the client; any other error fails the run.
     let client = redis_py_checker(cluster.port(1), 30, Some(0));
@@ -687,7 +687,26 @@ fn the_cluster_grows_to_five_nodes_and_shrinks_back_while_redis_py_writes() {
         ),
         (vec!["remove-node".into(), "4".into()], &[1, 2, 3], "1,2,3"),
     ];
-    for (args, on, metadata_voters) in steps {
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut benchmark = None;
+    for (step, (args, on, metadata_voters)) in steps.into_iter().enumerate() {
+        if step == 2 {
+            // redis-benchmark --cluster leaves out the nodes that own no slots when it starts,
+            // and cannot follow slots onto them later: it runs while the cluster shrinks,
+            // when every node it is redirected to led slots at its start.
+            let started = Command::new("redis-benchmark")
+                .args(["--cluster", "-p", &cluster.port(1).to_string()])
+                .args([
+                    "-t", "set", "-n", "10000000", "-r", "100000", "-c", "20", "-q",
+                ])
+                .stdout(std::fs::File::create(&out_path).unwrap())
+                .stderr(std::fs::File::create(&err_path).unwrap())
+                .spawn()
+                .expect("run redis-benchmark (scripts/setup.sh installs redis-tools)");
+            benchmark = Some(started);
+            std::thread::sleep(Duration::from_secs(1));
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (out, took) = admin(&cluster, &args);
         eprintln!("{} took {:.1}s", args[..2].join(" "), took.as_secs_f64());
@@ -702,6 +721,31 @@ fn the_cluster_grows_to_five_nodes_and_shrinks_back_while_redis_py_writes() {
         );
         assert_placement_recorded(&cluster);
     }
+    let mut benchmark = benchmark.expect("started");
+    assert!(
+        benchmark.try_wait().unwrap().is_none(),
+        "redis-benchmark stopped early:\n{}",
+        std::fs::read_to_string(&err_path).unwrap()
+    );
+    benchmark.kill().unwrap();
+    benchmark.wait().unwrap();
+    let stdout = std::fs::read_to_string(&out_path).unwrap();
+    let stderr = std::fs::read_to_string(&err_path).unwrap();
+    // Its progress lines, and warnings that the topology changed (after redirects): no error.
+    assert!(stdout.contains("SET: rps="), "{stdout}");
+    assert!(
+        !stdout.contains("Error") && !stdout.contains("error"),
+        "{stdout}"
+    );
+    let unexpected: Vec<&str> = stderr
+        .lines()
+        .filter(|line| !line.starts_with("WARNING"))
+        .collect();
+    assert!(unexpected.is_empty(), "{stderr}");
+    eprintln!(
+        "redis-benchmark while shrinking: {} topology refreshes",
+        stderr.matches("configuration changed").count()
+    );
     assert_redis_py_checker_ok(client);
 }
 

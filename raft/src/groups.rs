@@ -530,7 +530,8 @@ impl Groups {
     /// The node that leads `group` as far as this node knows: the raft leader it follows, or,
     /// for a group it does not replicate, the leader gossip last named (see
     /// [`Groups::hint_leader`]), else the group's preferred leader. Whoever is named redirects
-    /// further if it does not lead. None while an election is under way.
+    /// further if it does not lead. None while an election is under way, or while only this
+    /// node's own stale gossip names it for a group it no longer runs.
     pub fn leader_of(&self, group: GroupId) -> Option<(NodeId, NodeAddr)> {
         if let Some(raft) = self.raft(group) {
             let metrics = raft.metrics();
@@ -543,10 +544,16 @@ impl Groups {
                 .cloned();
             return Some((id, addr.or_else(|| self.placement.member(id).cloned())?));
         }
-        if let Some(hint) = self.hints.read().get(&group) {
-            return Some(hint.clone());
+        // This node cannot lead a group it does not run: a hint naming it is its own stale
+        // gossip (it led the group before its replica moved away).
+        let hint = self.hints.read().get(&group).cloned();
+        if let Some(hint) = hint.filter(|(id, _)| *id != self.node_id) {
+            return Some(hint);
         }
         let id = self.placement.preferred_leader(group);
+        if id == self.node_id {
+            return None;
+        }
         Some((id, self.placement.member(id)?.clone()))
     }
 
