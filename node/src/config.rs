@@ -52,6 +52,9 @@ pub struct Config {
     /// `CLIENT_HOST:PORT/RAFT_HOST:PORT`. It starts replicating nothing; `autocache admin
     /// add-node` moves replicas onto it. Empty: a member.
     pub join: String,
+    /// For a joining node without `members`: raft addresses (`HOST:PORT`) of running nodes,
+    /// which it asks for the member list, groups and replicas (see `seeds.rs`).
+    pub seeds: Vec<String>,
     /// Port of the Prometheus endpoint (`GET /metrics`) on the bind address; 0: none.
     pub metrics_port: u16,
     /// The cluster's name in gossip: members of another cluster are ignored.
@@ -83,6 +86,7 @@ impl Default for Config {
             members: Vec::new(),
             replicas: 3,
             join: String::new(),
+            seeds: Vec::new(),
             metrics_port: 0,
             cluster_id: "autocache".to_string(),
             unsafe_stale_reads: false,
@@ -149,8 +153,11 @@ impl Config {
                     self.port
                 );
             }
-        } else if !self.join.is_empty() {
-            bail!("join needs members: the cluster's member list, to find it");
+        } else if !self.join.is_empty() && self.seeds.is_empty() {
+            bail!("join needs seeds (or members): running nodes to find the cluster by");
+        }
+        if !self.seeds.is_empty() && self.join.is_empty() {
+            bail!("seeds are for a node that joins: give its addresses with join");
         }
         if self.cluster_id.is_empty() || self.cluster_id.len() > 64 {
             bail!("cluster-id must be 1 to 64 characters");
@@ -315,7 +322,15 @@ mod tests {
         );
         config.port = 7003;
         config.members.clear();
-        assert!(config.validate().is_err(), "join without members");
+        assert!(config.validate().is_err(), "join without members or seeds");
+        config.seeds = vec!["127.0.0.1:17000".into()];
+        config.validate().unwrap();
+        config.join.clear();
+        let err = config.validate().unwrap_err();
+        assert!(
+            format!("{err:#}").contains("seeds are for a node that joins"),
+            "{err:#}"
+        );
     }
 
     #[test]

@@ -103,6 +103,11 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
         .filter(|n| !n.spare)
         .map(|n| format!("{}={}/{}", n.id, n.client, n.raft))
         .collect();
+    let seeds: Vec<String> = nodes
+        .iter()
+        .filter(|n| !n.spare)
+        .map(|n| n.raft.to_string())
+        .collect();
     let exe = std::env::current_exe().context("find the autocache executable")?;
     let mut running = Vec::new();
     for node in nodes {
@@ -125,10 +130,14 @@ pub fn run(args: DevClusterArgs) -> anyhow::Result<()> {
             ])
             .arg("--data-dir")
             .arg(&node.dir)
-            .args(["--node-id", &node.id.to_string()])
-            .args(["--members", &members.join(",")]);
+            .args(["--node-id", &node.id.to_string()]);
         if node.spare {
-            command.args(["--join", &format!("{}/{}", node.client, node.raft)]);
+            // A spare finds the cluster as an operator's new node would: through seeds.
+            command
+                .args(["--join", &format!("{}/{}", node.client, node.raft)])
+                .args(["--seeds", &seeds.join(",")]);
+        } else {
+            command.args(["--members", &members.join(",")]);
         }
         if let Some(groups) = args.groups {
             command.args(["--groups", &groups.to_string()]);

@@ -16,6 +16,7 @@ mod membership;
 mod metrics;
 mod pubsub;
 mod route;
+mod seeds;
 mod server;
 mod session;
 mod slot_janitor;
@@ -89,10 +90,15 @@ struct ServerArgs {
     /// Replicas of each slot group (at most the number of members).
     #[arg(long)]
     replicas: Option<usize>,
-    /// Join a running cluster (given by --members) as a new node with these addresses:
-    /// CLIENT_HOST:PORT/RAFT_HOST:PORT. It replicates nothing until `autocache admin add-node`.
+    /// Join a running cluster (found by --seeds, or --members) as a new node with these
+    /// addresses: CLIENT_HOST:PORT/RAFT_HOST:PORT. It replicates nothing until `autocache admin
+    /// add-node`.
     #[arg(long, value_name = "ADDRS")]
     join: Option<String>,
+    /// Raft addresses (HOST:PORT, comma-separated) of running nodes a joining node asks for
+    /// the member list, groups and replicas (recorded in the data directory at first start).
+    #[arg(long, value_delimiter = ',', value_name = "SEEDS")]
+    seeds: Option<Vec<String>>,
     /// Port of the Prometheus endpoint (GET /metrics); 0: none.
     #[arg(long)]
     metrics_port: Option<u16>,
@@ -146,6 +152,9 @@ impl ServerArgs {
         }
         if let Some(join) = self.join {
             config.join = join;
+        }
+        if let Some(seeds) = self.seeds {
+            config.seeds = seeds;
         }
         if let Some(port) = self.metrics_port {
             config.metrics_port = port;
@@ -209,6 +218,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run_server(config: Config) -> anyhow::Result<()> {
+    let config = seeds::resolve(config).await?;
     let bound = server::bind(config).await?;
     let server = bound.server();
     tokio::spawn(async move {

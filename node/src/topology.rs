@@ -44,6 +44,18 @@ impl Topology {
     }
 }
 
+/// The topology `dir` was created with, if it was.
+pub fn recorded(dir: &Path) -> anyhow::Result<Option<Topology>> {
+    let path = dir.join("topology.toml");
+    match std::fs::read_to_string(&path) {
+        Ok(text) => toml::from_str(&text)
+            .map(Some)
+            .with_context(|| format!("invalid {}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e).with_context(|| format!("read {}", path.display())),
+    }
+}
+
 /// Records the topology of a new data directory, or checks that `config` matches the one it
 /// was created with.
 pub fn check_or_record(dir: &Path, config: &Config) -> anyhow::Result<Topology> {

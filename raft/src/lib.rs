@@ -64,7 +64,7 @@ pub use groups::{Groups, GroupsConfig, GroupsError};
 pub use log_store::{LogDb, LogDbStats, LogStore};
 pub use metrics::RaftMetrics;
 pub use placement::{Placement, PlacementError};
-pub use replicas::{GroupReplicas, ReplicaCall, ReplicaError, ReplicaReply};
+pub use replicas::{ClusterShape, GroupReplicas, ReplicaCall, ReplicaError, ReplicaReply};
 pub use request::{Op, Request, Response, SlotOp, WatchedKey};
 pub use state_machine::StateMachine;
 pub use typ::{GroupId, NodeAddr, NodeId, TypeConfig};

@@ -88,6 +88,8 @@ pub enum ReplicaCall {
     RecordPlacement(Vec<crate::placement_record::RecordedReplicas>),
     /// Metadata leader: the placement record.
     Placement,
+    /// The cluster's static shape (members, groups, replicas), for a node joining by seeds.
+    Shape,
 }
 
 /// What a node answers to a [`ReplicaCall`].
@@ -102,6 +104,16 @@ pub enum ReplicaReply {
     Count(u64),
     SlotMap(crate::slot_map::SlotMap),
     Placement(Vec<crate::placement_record::RecordedReplicas>),
+    Shape(ClusterShape),
+}
+
+/// What every node of a cluster was started with, and a node that joins must start with too:
+/// the static member list, the number of slot groups and the replicas per group.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterShape {
+    pub members: BTreeMap<NodeId, NodeAddr>,
+    pub groups: u32,
+    pub replicas: usize,
 }
 
 /// A group's replicas as one node sees them.
@@ -285,6 +297,11 @@ impl Groups {
                 .await
                 .map(ReplicaReply::Count),
             ReplicaCall::Placement => self.recorded_placement().await.map(ReplicaReply::Placement),
+            ReplicaCall::Shape => Ok(ReplicaReply::Shape(ClusterShape {
+                members: self.placement().members().clone(),
+                groups: self.len() as u32,
+                replicas: self.placement().replicas(),
+            })),
         }
     }
 
