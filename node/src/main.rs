@@ -44,7 +44,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Runs a server (with no flags: 127.0.0.1:6379, data in ./data).
-    Server(ServerArgs),
+    Server(Box<ServerArgs>),
     /// Runs a local cluster of N server processes until Ctrl-C.
     DevCluster(dev_cluster::DevClusterArgs),
     /// Shows a running cluster and moves its replicas and leaders (add or remove a node).
