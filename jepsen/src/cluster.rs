@@ -184,7 +184,6 @@ impl Cluster {
             .args(["--port", &CLIENT_PORT.to_string()])
             .args(["--data-dir", &data.to_string_lossy()])
             .args(["--node-id", &self.nodes[node - 1].id.to_string()])
-            .args(["--members", &self.members()])
             .args(["--groups", &self.config.groups.to_string()])
             .args(["--replicas", &self.config.nodes.min(3).to_string()])
             .args(&self.config.server_args)
@@ -193,8 +192,18 @@ impl Cluster {
             .stdout(log)
             .stderr(err);
         if self.nodes[node - 1].joined {
+            // A replacement finds the cluster through the other machines, as a new node
+            // would (a restart reads what it learned from its data directory).
             let ip = self.net.ip(node);
-            command.args(["--join", &format!("{ip}:{CLIENT_PORT}/{ip}:{RAFT_PORT}")]);
+            let seeds: Vec<String> = (1..=self.config.nodes)
+                .filter(|&other| other != node)
+                .map(|other| self.raft_addr(other).to_string())
+                .collect();
+            command
+                .args(["--join", &format!("{ip}:{CLIENT_PORT}/{ip}:{RAFT_PORT}")])
+                .args(["--seeds", &seeds.join(",")]);
+        } else {
+            command.args(["--members", &self.members()]);
         }
         if self.config.faketime {
             let offset_file = self.clock_file(node);

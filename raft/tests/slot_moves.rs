@@ -192,3 +192,31 @@ async fn an_interrupted_move_completes_when_run_again_and_a_stale_import_is_refu
     );
     wait_everywhere(&cluster, &key, "v", 1, 1).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_reopened_on_a_node_replays_the_move_from_the_start() {
+    // No snapshot: a new replica replays the group's whole log, the slot's import included.
+    let mut cluster = Cluster::start_groups(2, 10_000).await;
+    cluster.wait_settled().await;
+    let (tag, slot) = tag_in_group_0();
+    let key = format!("{{{tag}}}:k");
+    assert_eq!(
+        set(&cluster, 0, &key, "v").await,
+        Response::Reply(Frame::ok())
+    );
+    let mut coordinator = Coordinator::new(vec![cluster.raft_addr(2)], progress as fn(&str));
+    coordinator.move_slots(&[slot], 1).await.unwrap();
+    wait_everywhere(&cluster, &key, "v", 1, 1).await;
+
+    // Node 1's replica of group 1 moves to a new node and back: node 1 closes it (its keys
+    // wiped), then opens a new one, which must not start from the slot state it had.
+    cluster.join(4).await;
+    coordinator.learn(4, cluster.joiners[&4].clone());
+    coordinator.move_replica(1, 1, 4).await.unwrap();
+    assert!(cluster.node(1).groups.raft(1).is_none());
+    assert_eq!(local_get(cluster.node(1), &key), Frame::Null);
+    coordinator.move_replica(1, 4, 1).await.unwrap();
+    common::wait_applied(cluster.node(1), &key, "v", Duration::from_secs(20)).await;
+    assert_eq!(cluster.node(1).db.group_len(1), 1);
+    assert!(cluster.node(1).db.owns(1, slot));
+}

@@ -376,11 +376,14 @@ impl Db {
         Ok(())
     }
 
-    /// Empties one slot group's keyspace: this node no longer replicates the group.
+    /// Empties one slot group's keyspace and resets it to the group's first slots: this node
+    /// no longer replicates the group. A replica opened here later starts as a new one would
+    /// (its log, replayed from the start, moves its slots again: with the slot state left
+    /// behind, the replay would refuse to import slots it already "owned", and lose them).
     pub fn clear_group(&self, group: usize) {
-        let mut ks = self.keyspaces[group].lock();
-        ks.clear();
-        ks.reset_changes(0);
+        let slots =
+            Self::group_start(group, self.groups)..Self::group_start(group + 1, self.groups);
+        *self.keyspaces[group].lock() = Keyspace::new(slots);
     }
 
     /// Up to `limit` keys of `group` whose deadline passed at `now_ms` (left in place: a
