@@ -133,6 +133,14 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                 };
                 apply(&mut coordinator, step).await?;
             }
+            // A change cut off midway may have left it a learner (demoted, not dropped; or
+            // added, not promoted): it leaves those groups too.
+            for group in survey(&mut coordinator).await? {
+                if group.learners.contains(&id) {
+                    println!("drop node {id}, a learner of group {}", group.group);
+                    coordinator.remove_replica(group.group, id, None).await?;
+                }
+            }
             even_out(&mut coordinator, &nodes).await?;
             place_metadata(&mut coordinator, &nodes, Some(id)).await?;
             // It holds nothing now: its id is retired, never to be used again.
@@ -221,6 +229,10 @@ async fn place_metadata(
     };
     let spare = |voters: &BTreeSet<NodeId>| nodes.iter().copied().find(|n| !voters.contains(n));
     let mut voters = replicas.voters.clone();
+    if let Some(leaving) = leaving.filter(|node| replicas.learners.contains(node)) {
+        println!("drop node {leaving}, a learner of the metadata group");
+        coordinator.remove_replica(meta, leaving, None).await?;
+    }
     if let Some(leaving) = leaving.filter(|node| voters.contains(node)) {
         match spare(&voters) {
             Some(to) => {

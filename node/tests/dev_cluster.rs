@@ -1130,3 +1130,53 @@ fn a_slot_move_abandoned_after_release_is_finished_by_the_cluster() {
     assert!(status_owns(&status, to as usize, slot), "{status}");
     assert!(!status.contains("MOVING"), "{status}");
 }
+
+#[test]
+fn remove_node_drops_a_node_a_cut_off_change_left_as_learner() {
+    let cluster = DevCluster::start(3, &["--spare", "1"]);
+    let raft_of = |id: u16| format!("127.0.0.1:{}", cluster.port(id) + 10000);
+    let client_of = |id: u16| format!("127.0.0.1:{}", cluster.port(id));
+    admin(
+        &cluster,
+        &[
+            "add-node",
+            "4",
+            "--client",
+            &client_of(4),
+            "--raft",
+            &raft_of(4),
+        ],
+    );
+    // A change cut off after demoting node 4 in one group: it is a learner there.
+    let (status, _) = admin(&cluster, &["status"]);
+    let (group, leader) = status
+        .lines()
+        .skip_while(|line| !line.trim_start().starts_with("GROUP"))
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let voters = fields.get(4)?;
+            let leader: u16 = fields.get(2)?.parse().ok()?;
+            (voters.split(',').any(|v| v == "4") && leader != 4)
+                .then(|| Some((fields[0].parse::<u32>().ok()?, leader)))?
+        })
+        .expect("a group node 4 votes in and does not lead");
+    let demote = raft::ReplicaCall::Demote { group, node: 4 };
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let demoted = runtime.block_on(raft::replica_call::send(&raft_of(leader), demote));
+    assert_eq!(demoted, Ok(raft::ReplicaReply::Done));
+    // remove-node finishes the job (it retires node 4 only once no group lists it).
+    let (out, took) = admin(&cluster, &["remove-node", "4"]);
+    assert!(
+        out.contains(&format!("drop node 4, a learner of group {group}")),
+        "{out}"
+    );
+    assert!(took < Duration::from_secs(60), "took {took:?}:\n{out}");
+    let node4 = shares(&out).into_iter().find(|s| s.0 == 4);
+    assert_eq!(node4.map(|s| (s.1, s.2)), Some((0, 0)), "{out}");
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("4 ") && l.contains("retired")),
+        "{out}"
+    );
+}
