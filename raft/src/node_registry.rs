@@ -267,19 +267,33 @@ impl Groups {
                 (*id, node)
             })
             .collect();
-        let reply = self.meta_read(&[Bytes::from_static(b"HGETALL"), Bytes::from_static(NODES)]);
-        let Frame::Map(pairs) = reply else {
-            return registry;
-        };
-        for (_, value) in pairs {
-            let Frame::Bulk(bytes) = value else { continue };
-            match decode::<RegisteredNode>(&bytes) {
-                Ok(node) => {
-                    registry.insert(node.id, node);
-                }
-                Err(error) => tracing::warn!(%error, "unreadable node registry entry"),
-            }
+        for node in self.meta_hash_entries::<RegisteredNode>(NODES) {
+            registry.insert(node.id, node);
         }
         registry
+    }
+
+    /// Every readable entry of the metadata hash `key` (postcard values), as this node's
+    /// metadata replica holds it; an unreadable one is logged and skipped.
+    pub(crate) fn meta_hash_entries<T: serde::de::DeserializeOwned>(
+        &self,
+        key: &'static [u8],
+    ) -> Vec<T> {
+        let reply = self.meta_read(&[Bytes::from_static(b"HGETALL"), Bytes::from_static(key)]);
+        let Frame::Map(pairs) = reply else {
+            return Vec::new();
+        };
+        pairs
+            .into_iter()
+            .filter_map(|(_, value)| match value {
+                Frame::Bulk(bytes) => decode::<T>(&bytes)
+                    .map_err(|error| {
+                        let hash = String::from_utf8_lossy(key);
+                        tracing::warn!(%error, %hash, "unreadable metadata entry");
+                    })
+                    .ok(),
+                _ => None,
+            })
+            .collect()
     }
 }

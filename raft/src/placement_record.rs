@@ -10,13 +10,11 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
 use openraft::async_runtime::watch::WatchReceiver;
-use resp::Frame;
 use serde::{Deserialize, Serialize};
 
 use crate::groups::Groups;
-use crate::log_store::{decode, encode};
+use crate::log_store::encode;
 use crate::replicas::{ReplicaCall, ReplicaError};
 use crate::typ::{GroupId, NodeId};
 
@@ -123,24 +121,10 @@ impl Groups {
 
     /// The record as this node's metadata replica holds it.
     fn placement_now(&self) -> BTreeMap<GroupId, RecordedReplicas> {
-        let reply = self.meta_read(&[
-            Bytes::from_static(b"HGETALL"),
-            Bytes::from_static(PLACEMENT),
-        ]);
-        let Frame::Map(pairs) = reply else {
-            return BTreeMap::new();
-        };
-        let mut record = BTreeMap::new();
-        for (_, value) in pairs {
-            let Frame::Bulk(bytes) = value else { continue };
-            match decode::<RecordedReplicas>(&bytes) {
-                Ok(replicas) => {
-                    record.insert(replicas.group, replicas);
-                }
-                Err(error) => tracing::warn!(%error, "unreadable placement record entry"),
-            }
-        }
-        record
+        self.meta_hash_entries::<RecordedReplicas>(PLACEMENT)
+            .into_iter()
+            .map(|replicas| (replicas.group, replicas))
+            .collect()
     }
 
     /// Reports to the metadata group the memberships of the groups this node leads that
