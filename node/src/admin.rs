@@ -126,11 +126,13 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
                     nodes.len()
                 );
             }
+            let mut guard = StepGuard::new(groups.len());
             loop {
                 let groups = views(&survey(&mut coordinator).await?);
                 let Some(step) = admin_plan::drain(&groups, &nodes, id) else {
                     break;
                 };
+                guard.check(Step::Move(step), &groups)?;
                 apply(&mut coordinator, step).await?;
             }
             // A change cut off midway may have left it a learner (demoted, not dropped; or
@@ -194,15 +196,75 @@ async fn even_out(
     coordinator: &mut Coordinator<fn(&str)>,
     nodes: &BTreeSet<NodeId>,
 ) -> anyhow::Result<()> {
+    let mut guard = None;
     loop {
         let groups = views(&survey(coordinator).await?);
+        let guard = guard.get_or_insert_with(|| StepGuard::new(groups.len()));
         if let Some(step) = admin_plan::spread(&groups, nodes) {
+            guard.check(Step::Move(step), &groups)?;
             apply(coordinator, step).await?;
         } else if let Some((group, to)) = admin_plan::lead(&groups, nodes) {
+            guard.check(Step::Lead { group, to }, &groups)?;
             coordinator.transfer_leadership(group, to).await?;
         } else {
             return Ok(());
         }
+    }
+}
+
+/// Keeps a planning loop from going round forever. Every step the planner picks should
+/// change what the next survey shows, and a plan needs at most a few steps per group; a step
+/// picked again right after it was done, [`StepGuard::REPEATS`] times, or more steps than
+/// the groups could need, means the changes report done what the cluster does not show (or
+/// something else keeps undoing them), and the command stops to say so.
+struct StepGuard {
+    last: Option<Step>,
+    repeats: usize,
+    steps: usize,
+    limit: usize,
+}
+
+impl StepGuard {
+    const REPEATS: usize = 3;
+
+    fn new(groups: usize) -> StepGuard {
+        StepGuard {
+            last: None,
+            repeats: 0,
+            steps: 0,
+            // A replica move per replica and a transfer per group, four times over.
+            limit: 4 * (groups + 1) * 6,
+        }
+    }
+
+    fn check(&mut self, step: Step, groups: &[GroupView]) -> anyhow::Result<()> {
+        self.steps += 1;
+        if self.last == Some(step) {
+            self.repeats += 1;
+        } else {
+            (self.last, self.repeats) = (Some(step), 1);
+        }
+        if self.repeats >= Self::REPEATS || self.steps > self.limit {
+            let layout: Vec<String> = groups
+                .iter()
+                .map(|g| {
+                    let leader = g.leader.map_or("-".into(), |l| l.to_string());
+                    format!(
+                        "  group {}: leader {leader}, voters {}",
+                        g.group,
+                        ids(&g.voters)
+                    )
+                })
+                .collect();
+            bail!(
+                "the plan does not converge: {step:?} is step {} (picked {} times in a row); \
+                 the groups as surveyed:\n{}",
+                self.steps,
+                self.repeats,
+                layout.join("\n")
+            );
+        }
+        Ok(())
     }
 }
 
@@ -332,6 +394,7 @@ async fn rebalance(
     weights: &BTreeMap<GroupId, f64>,
     budget: usize,
 ) -> anyhow::Result<()> {
+    let mut guard = None;
     loop {
         let mut groups = views(&survey(coordinator).await?);
         for group in &mut groups {
@@ -340,6 +403,10 @@ async fn rebalance(
         let steps = admin_plan::batch(&groups, nodes, budget);
         if steps.is_empty() {
             return Ok(());
+        }
+        let guard = guard.get_or_insert_with(|| StepGuard::new(groups.len()));
+        for &step in &steps {
+            guard.check(step, &groups)?;
         }
         let mut running = tokio::task::JoinSet::new();
         for step in steps {
@@ -554,5 +621,43 @@ async fn print_status(groups: &[GroupReplicas], coordinator: &mut Coordinator<fn
             // `move-slots FIRST-LAST TO` finishes it.
             println!("MOVING  {first}-{last}  from {from} to {to}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn layout() -> Vec<GroupView> {
+        vec![GroupView {
+            group: 0,
+            leader: Some(1),
+            voters: BTreeSet::from([1, 2, 3]),
+            weight: 1.0,
+        }]
+    }
+
+    #[test]
+    fn a_step_picked_three_times_running_stops_the_plan() {
+        let mut guard = StepGuard::new(1);
+        let step = Step::Lead { group: 0, to: 2 };
+        guard.check(step, &layout()).unwrap();
+        guard.check(step, &layout()).unwrap();
+        let error = guard.check(step, &layout()).unwrap_err().to_string();
+        assert!(error.contains("picked 3 times in a row"), "{error}");
+        assert!(error.contains("group 0: leader 1, voters 1,2,3"), "{error}");
+    }
+
+    #[test]
+    fn alternating_steps_stop_at_the_limit() {
+        let mut guard = StepGuard::new(1);
+        let steps = [
+            Step::Lead { group: 0, to: 2 },
+            Step::Lead { group: 0, to: 3 },
+        ];
+        let allowed = (0..1000)
+            .take_while(|i| guard.check(steps[i % 2], &layout()).is_ok())
+            .count();
+        assert_eq!(allowed, guard.limit);
     }
 }

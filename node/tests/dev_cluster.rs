@@ -593,20 +593,45 @@ fn gossip_marks_a_killed_node_failed_until_it_returns() {
     });
 }
 
+/// How long one `autocache admin` run may take in these tests before it fails the test: its
+/// steps give up after 120 s each, so a run still going after this is stuck, and must fail
+/// with what it printed rather than stall the suite.
+const ADMIN_LIMIT: Duration = Duration::from_secs(300);
+
 /// Runs `autocache admin` against node 1 of `cluster`; returns its output and duration.
 fn admin(cluster: &DevCluster, args: &[&str]) -> (String, Duration) {
     let started = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_autocache"))
+    let dir = tempfile::tempdir().unwrap();
+    let (out_path, err_path) = (dir.path().join("out"), dir.path().join("err"));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_autocache"))
         .arg("admin")
         .args(["--node", &format!("127.0.0.1:{}", cluster.port(1) + 10000)])
         .args(args)
-        .output()
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
         .expect("run autocache admin");
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let read = |path: &std::path::Path| std::fs::read_to_string(path).unwrap_or_default();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if started.elapsed() > ADMIN_LIMIT {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "admin {args:?} still running after {ADMIN_LIMIT:?}:\n{}\n{}",
+                read(&out_path),
+                read(&err_path)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let stdout = read(&out_path);
     assert!(
-        out.status.success(),
+        status.success(),
         "admin {args:?} failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+        read(&err_path)
     );
     (stdout, started.elapsed())
 }

@@ -112,24 +112,40 @@ impl<P: FnMut(&str)> Coordinator<P> {
             if seen.leader == Some(seen.seen_by) {
                 return Ok(seen);
             }
-            let leader_addr = seen
-                .leader
-                .and_then(|leader| self.known.get(&leader))
-                .map(|addr| addr.raft.clone());
-            if let Some(addr) = leader_addr {
-                if let Ok(ReplicaReply::Replicas(view)) =
-                    send(&addr, ReplicaCall::Replicas { group }).await
-                {
-                    if view.leader == Some(view.seen_by) {
-                        return Ok(view);
-                    }
-                }
+            if let Some(view) = self.follow_leader_hints(group, seen.leader).await {
+                return Ok(view);
             }
             if Instant::now() > deadline {
                 return Ok(seen);
             }
             tokio::time::sleep(RETRY_EVERY).await;
         }
+    }
+
+    /// The leader's own view of `group`, found by asking the node `hint` names, then the node
+    /// that one names, and so on: a replica that fell behind (or a replica left on a node
+    /// dropped from the group) names a former leader, which names a later one.
+    async fn follow_leader_hints(
+        &mut self,
+        group: GroupId,
+        mut hint: Option<NodeId>,
+    ) -> Option<GroupReplicas> {
+        let mut asked = std::collections::BTreeSet::new();
+        while let Some(leader) = hint.filter(|leader| asked.insert(*leader)) {
+            let addr = self.known.get(&leader)?.raft.clone();
+            let Ok(ReplicaReply::Replicas(view)) =
+                send(&addr, ReplicaCall::Replicas { group }).await
+            else {
+                return None;
+            };
+            self.known
+                .extend(view.nodes.iter().map(|(id, addr)| (*id, addr.clone())));
+            if view.leader == Some(view.seen_by) {
+                return Some(view);
+            }
+            hint = view.leader;
+        }
+        None
     }
 
     /// Some node's view of `group`: the first that knows a leader, else any.
@@ -349,14 +365,7 @@ impl<P: FnMut(&str)> Coordinator<P> {
         .await?;
         match self.addr_of(from) {
             Ok(addr) => {
-                let closed = self
-                    .until_done(
-                        &format!("group {group}: close node {from}'s replica"),
-                        Target::Node(addr.clone()),
-                        ReplicaCall::Close { group },
-                    )
-                    .await;
-                if let Err(error) = closed {
+                if let Err(error) = self.close_demoted(group, from, addr).await {
                     // A node that is down keeps its wiped-to-be replica until it is asked
                     // again; it no longer votes, so the group does not need it.
                     (self.progress)(&format!("  group {group}: node {from} not closed: {error}"));
@@ -370,6 +379,39 @@ impl<P: FnMut(&str)> Coordinator<P> {
             ReplicaCall::RemoveLearner { group, node: from },
         )
         .await
+    }
+
+    /// Closes node `from`'s replica of `group` (at raft address `addr`) after its demotion.
+    /// The leader committed the demotion, but `from` may not have applied it yet, and a node
+    /// refuses to close a replica it sees as a voter: that refusal is retried here, for up to
+    /// [`STEP_TIMEOUT`]. Giving up at once would leave the replica open on a node dropped
+    /// from the group, stuck on a configuration it believes it votes in, and naming a former
+    /// leader to whoever asks.
+    async fn close_demoted(
+        &mut self,
+        group: GroupId,
+        from: NodeId,
+        addr: String,
+    ) -> Result<(), ChangeError> {
+        let step = format!("group {group}: close node {from}'s replica");
+        (self.progress)(&step);
+        let deadline = Instant::now() + STEP_TIMEOUT;
+        loop {
+            let closed = self
+                .until_answered(
+                    &step,
+                    Target::Node(addr.clone()),
+                    ReplicaCall::Close { group },
+                )
+                .await;
+            match closed {
+                Err(ChangeError::Step {
+                    error: CallError::Refused(ReplicaError::StillVoter { .. }),
+                    ..
+                }) if Instant::now() < deadline => tokio::time::sleep(RETRY_EVERY).await,
+                other => return other.map(|_| ()),
+            }
+        }
     }
 
     /// Sends a call for the metadata group's leader to every known node in turn until one

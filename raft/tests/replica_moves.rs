@@ -175,6 +175,32 @@ async fn a_move_interrupted_after_promotion_completes_when_run_again() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_that_learns_of_its_demotion_late_is_closed_all_the_same() {
+    let mut cluster = Cluster::start(10_000).await;
+    let leader = cluster.wait_settled().await;
+    cluster.join(4).await;
+    let from = (1..=3).find(|&node| node != leader).unwrap();
+    // The leader's messages reach `from` late: its demotion commits by the others' votes
+    // before it hears of it, and a node refuses to close a replica it sees as a voter. Given
+    // up at once, the replica stayed open on a node dropped from the group, naming a former
+    // leader to whoever asked (and `admin` planned on that view forever).
+    cluster
+        .filter
+        .delay(leader, from, Duration::from_millis(500));
+    let mut coordinator = Coordinator::new(vec![cluster.raft_addr(leader)], progress);
+    coordinator.learn(4, cluster.joiners[&4].clone());
+    coordinator.move_replica(0, from, 4).await.unwrap();
+    cluster.filter.heal();
+    assert!(
+        cluster.node(from).groups.raft(0).is_none(),
+        "node {from} kept its replica of a group it was dropped from"
+    );
+    let mut expected = BTreeSet::from([1, 2, 3, 4]);
+    expected.remove(&from);
+    assert_eq!(voters(&cluster, leader), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_ids_are_registered_once_and_never_reused() {
     let mut cluster = Cluster::start(10_000).await;
     cluster.wait_settled().await;

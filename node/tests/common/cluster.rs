@@ -212,6 +212,28 @@ impl DevCluster {
         self.restarted[id as usize - 1] = Some(child);
     }
 
+    /// The last lines each node logged, to stderr: a failed test deletes the cluster's
+    /// directory, and these are what tells why it failed.
+    fn print_log_tails(&self) {
+        const LINES: usize = 60;
+        for id in 1..=self.nodes {
+            for path in [
+                self.dir.join(format!("node{id}")).join("autocache.log"),
+                self.restart_log(id),
+            ] {
+                let Ok(log) = std::fs::read_to_string(&path) else {
+                    continue;
+                };
+                let lines: Vec<&str> = log.lines().collect();
+                let tail = &lines[lines.len().saturating_sub(LINES)..];
+                eprintln!("--- {} (last {} lines)", path.display(), tail.len());
+                for line in tail {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+
     /// Where the log of node `id`'s last restart goes.
     pub fn restart_log(&self, id: u16) -> PathBuf {
         self.dir.join(format!("node{id}-restart.log"))
@@ -266,6 +288,9 @@ impl Drop for DevCluster {
         }
         let _ = self.supervisor.kill();
         let _ = self.supervisor.wait();
+        if std::thread::panicking() {
+            self.print_log_tails();
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
