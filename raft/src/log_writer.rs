@@ -168,15 +168,14 @@ impl LogQueue {
         self.wake.notify_one();
     }
 
-    /// Waits for the next batch to write; None once closed and drained.
+    /// Waits for the next batch to write: everything queued; None once closed and drained.
     ///
-    /// Operations released by one fsync come back as a burst from many groups a few
-    /// microseconds apart; writing at the first of them would leave the rest for the next
-    /// fsync, and every group would wait two fsyncs per write. So the writer lingers until the
-    /// queue has been quiet for `QUIET`, at most `MAX_LINGER`: a small delay next to an fsync.
+    /// It does not linger for more: operations queued while one batch is being fsynced form
+    /// the next, so the groups' work overlaps the disk's. (Lingering until the queue was
+    /// quiet, to gather each burst whole, kept the node's worker idle through every fsync:
+    /// durable SET from 50 clients ran at 53k/s with it, 65-68k/s without, with three times
+    /// the fsyncs, on this machine's disk.)
     fn next_batch(&self) -> Option<Vec<LogOp>> {
-        const QUIET: Duration = Duration::from_micros(50);
-        const MAX_LINGER: Duration = Duration::from_micros(500);
         let mut inbox = self.inbox.lock();
         // Operations without a waiter wait up to `LAZY_WRITE` for one with a waiter to ride
         // along with; an empty queue waits for the first operation (an idle node's writer
@@ -192,20 +191,6 @@ impl LogQueue {
         inbox.idle = false;
         if inbox.closed && inbox.ops.is_empty() {
             return None;
-        }
-        if inbox.urgent > 0 && !inbox.closed {
-            let started = Instant::now();
-            let mut queued = inbox.ops.len();
-            drop(inbox);
-            loop {
-                std::thread::sleep(QUIET);
-                let now_queued = self.inbox.lock().ops.len();
-                if now_queued == queued || started.elapsed() >= MAX_LINGER {
-                    break;
-                }
-                queued = now_queued;
-            }
-            inbox = self.inbox.lock();
         }
         inbox.urgent = 0;
         Some(std::mem::take(&mut inbox.ops))
