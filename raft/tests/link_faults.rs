@@ -261,7 +261,12 @@ async fn a_restarted_node_recovers_from_its_disk_and_never_reads_before_catching
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    commit(cluster.node(leader), "r0", "again").await;
+    // Whoever leads now (leadership may move again right after the read: the restarted
+    // node's term or the balancer), the group takes writes and every replica applies them.
+    let now_leading = cluster
+        .wait_leader(&[1, 2, 3], Duration::from_secs(20))
+        .await;
+    commit(cluster.node(now_leading), "r0", "again").await;
     for id in 1..=3 {
         wait_applied(cluster.node(id), "r0", "again", Duration::from_secs(10)).await;
     }

@@ -44,6 +44,11 @@ while time.time() < deadline:
         last_success = now
     except (RedisError, OSError) as e:
         errors += 1
+        # What failed, for the test's output: redirects are followed by the client, so any
+        # error here is one a user would see.
+        if errors <= 20:
+            print("error %.2fs in: SET %s: %s: %s" % (time.time() - (deadline - duration), key,
+                  type(e).__name__, e), file=sys.stderr)
         time.sleep(0.05)
     n += 1
 
