@@ -29,6 +29,11 @@ const MAX_IN_FLIGHT: usize = 1024;
 /// not (the client then retries, as Redis Cluster clients do).
 const LEADER_WAIT: Duration = Duration::from_millis(1500);
 
+/// How long a command for a slot still arriving in its group here waits for the slot move to
+/// land before it gets TRYAGAIN: a move's import and adoption take milliseconds to a few
+/// hundred under load; the wait stays below the socket timeouts clients commonly set.
+const SLOT_WAIT: Duration = Duration::from_secs(1);
+
 /// Why a connection stops.
 enum Stop {
     /// The peer closed, QUIT, kill or shutdown.
@@ -179,10 +184,20 @@ impl Connection {
                             .await;
                         continue;
                     }
+                    Outcome::AwaitSlot { group, slot } => {
+                        session.awaited_slot = true;
+                        session
+                            .server
+                            .db
+                            .wait_arrival(group as usize, slot, SLOT_WAIT)
+                            .await;
+                        continue;
+                    }
                     outcome => break outcome,
                 }
             };
             session.awaited_leader = false;
+            session.awaited_slot = false;
             self.decoder.recycle(args);
             if let Outcome::Propose(proposal) = outcome {
                 let blocking = matches!(proposal.then, Then::Blocking(_));
@@ -290,7 +305,10 @@ impl Connection {
                     None => return Ok(Err(Stop::Closed)),
                 }
             }
-            Outcome::Fence(_) | Outcome::Propose(_) | Outcome::AwaitLeader(_) => {
+            Outcome::Fence(_)
+            | Outcome::Propose(_)
+            | Outcome::AwaitLeader(_)
+            | Outcome::AwaitSlot { .. } => {
                 unreachable!("fences, proposals and waits are handled before emitting")
             }
         }

@@ -42,6 +42,9 @@ pub enum Outcome {
     /// This group has no leader this node knows of (an election or a leadership transfer is
     /// under way): wait a moment for one, then run the command again (once).
     AwaitLeader(u32),
+    /// The key's slot is still arriving in its group here (a slot move is under way): wait a
+    /// moment for the move to land, then run the command again (once).
+    AwaitSlot { group: u32, slot: u16 },
 }
 
 /// Why a command is not served here.
@@ -138,6 +141,9 @@ pub struct Session {
     /// The current command already waited for a leader (see `Outcome::AwaitLeader`): if there
     /// is still none, it gets CLUSTERDOWN. Cleared by the connection after each command.
     pub awaited_leader: bool,
+    /// The current command already waited for its slot to land (see `Outcome::AwaitSlot`):
+    /// if it has not, the command gets TRYAGAIN. Cleared by the connection after each command.
+    pub awaited_slot: bool,
     /// Groups confirmed readable in this batch (see `Outcome::Fence`), as flags per group and
     /// as a list to clear them.
     fenced: Vec<bool>,
@@ -178,6 +184,7 @@ impl Session {
             watched: Vec::new(),
             writes_in_flight: 0,
             awaited_leader: false,
+            awaited_slot: false,
             fenced: vec![false; groups],
             fenced_list: GroupIds::new(),
             channels: HashSet::new(),
@@ -397,6 +404,9 @@ impl Session {
                     Some(Redirect::AwaitLeader(group)) => return Outcome::AwaitLeader(group),
                     None => {}
                 }
+                if let Some(wait) = self.slot_arriving(spec, args, &groups) {
+                    return wait;
+                }
                 let raft = &self.server.groups;
                 let unfenced: GroupIds = groups
                     .into_iter()
@@ -412,6 +422,9 @@ impl Session {
                     Some(Redirect::Error(text)) => return self.reject(Some(spec), text),
                     Some(Redirect::AwaitLeader(group)) => return Outcome::AwaitLeader(group),
                     None => {}
+                }
+                if let Some(wait) = self.slot_arriving(spec, args, &[group]) {
+                    return wait;
                 }
                 return self.propose(spec, args, smallvec::smallvec![group]);
             }
@@ -452,7 +465,10 @@ impl Session {
         };
         if !matches!(
             outcome,
-            Outcome::Propose(_) | Outcome::Fence(_) | Outcome::AwaitLeader(_)
+            Outcome::Propose(_)
+                | Outcome::Fence(_)
+                | Outcome::AwaitLeader(_)
+                | Outcome::AwaitSlot { .. }
         ) {
             self.record(spec, args, &outcome);
         }
@@ -482,6 +498,22 @@ impl Session {
             _ if !self.awaited_leader => Redirect::AwaitLeader(group),
             _ => Redirect::Error(NO_LEADER.to_string()),
         })
+    }
+
+    /// The wait for a command whose key's slot its group here is still importing: the move
+    /// of that slot has released it from its old group, so this group is the one to serve it
+    /// once the import lands. Waiting for that (a moment, see `SLOT_WAIT` in `connection`)
+    /// spares clients a TRYAGAIN, which some retry only briefly. Checked once per command.
+    fn slot_arriving(&self, spec: &CommandSpec, args: &[Bytes], groups: &[u32]) -> Option<Outcome> {
+        let &[group] = groups else { return None };
+        if self.awaited_slot {
+            return None;
+        }
+        let slot = request_slot(spec, args)?;
+        self.server
+            .db
+            .is_arriving(group as usize, slot)
+            .then_some(Outcome::AwaitSlot { group, slot })
     }
 
     /// Turns a write command into a proposal to `groups`.
@@ -734,7 +766,8 @@ impl Session {
             Outcome::Block(_)
             | Outcome::Fence(_)
             | Outcome::Propose(_)
-            | Outcome::AwaitLeader(_) => Frame::NullArray,
+            | Outcome::AwaitLeader(_)
+            | Outcome::AwaitSlot { .. } => Frame::NullArray,
         }
     }
 

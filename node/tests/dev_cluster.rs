@@ -1157,6 +1157,103 @@ fn a_slot_move_abandoned_after_release_is_finished_by_the_cluster() {
 }
 
 #[test]
+fn a_command_for_a_slot_being_moved_waits_for_the_move_to_land() {
+    let cluster = DevCluster::start(3, &[]);
+    let key = "landing";
+    assert_eq!(
+        following_moved(cluster.port(1), &["SET", key, "kept"]),
+        Frame::Simple("OK".into())
+    );
+    let slot: u16 = redis_cli(cluster.port(1), &["cluster", "keyslot", key])
+        .trim()
+        .parse()
+        .unwrap();
+    let group = (slot as usize * 16 / 16384) as u32;
+    let to = if group == 0 { 1 } else { 0 };
+    let source_port = cluster_slots_port(cluster.port(1), slot as i64).expect("a leader");
+    let target_port = cluster_slots_port(cluster.port(1), to as i64 * 1024).expect("a leader");
+    // A move that announced the import and released the slot, as `move-slots` begins, and
+    // went no further.
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let call = |port: i64, call: raft::ReplicaCall| {
+        runtime
+            .block_on(raft::replica_call::send(
+                &format!("127.0.0.1:{}", port + 10000),
+                call,
+            ))
+            .expect("call answered")
+    };
+    let step = |port: i64, group: u32, op: raft::SlotOp| {
+        call(port, raft::ReplicaCall::SlotStep { group, op })
+    };
+    let mut empty = Vec::new();
+    tiering::snapshot::dump_entries(0, std::iter::empty(), &mut empty);
+    let announce = raft::SlotOp::ImportPage {
+        session: 1,
+        slots: vec![slot],
+        starts: vec![slot],
+        page: empty,
+    };
+    step(target_port, to, announce);
+    let release = raft::SlotOp::Release {
+        slots: vec![slot],
+        to,
+    };
+    assert_eq!(
+        step(source_port, group, release),
+        raft::ReplicaReply::Count(1)
+    );
+    // The source redirects to the target, which holds the command a second, then answers
+    // TRYAGAIN (rather than sending the client back to the source).
+    let started = Instant::now();
+    let unserved = following_moved(cluster.port(1), &["GET", key]);
+    assert!(
+        matches!(&unserved, Frame::Error(e) if e.starts_with("TRYAGAIN")),
+        "{unserved:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
+    // A command held while the move lands (its key copied, the slot adopted) is served.
+    let reader = std::thread::spawn(move || following_moved(source_port as u16, &["GET", key]));
+    std::thread::sleep(Duration::from_millis(200));
+    let export = raft::ReplicaCall::ExportSlots {
+        group,
+        slots: vec![slot],
+        from: (0, 0),
+    };
+    let raft::ReplicaReply::Page(page) = call(source_port, export) else {
+        panic!("no page");
+    };
+    assert_eq!(page.keys, 1);
+    let import = raft::SlotOp::ImportPage {
+        session: 1,
+        slots: page.slots,
+        starts: page.starts,
+        page: page.page,
+    };
+    step(target_port, to, import);
+    let adopt = raft::SlotOp::Adopt {
+        slots: vec![slot],
+        session: 1,
+    };
+    step(target_port, to, adopt);
+    assert_eq!(reader.join().unwrap(), bulk("kept"));
+    // `move-slots` finishes the move (the old group drops its copy).
+    let (out, _) = admin(
+        &cluster,
+        &["move-slots", &slot.to_string(), &to.to_string()],
+    );
+    assert!(status_owns(&out, to as usize, slot), "{out}");
+    assert_eq!(
+        following_moved(cluster.port(1), &["GET", key]),
+        bulk("kept")
+    );
+}
+
+#[test]
 fn remove_node_drops_a_node_a_cut_off_change_left_as_learner() {
     let cluster = DevCluster::start(3, &["--spare", "1"]);
     let raft_of = |id: u16| format!("127.0.0.1:{}", cluster.port(id) + 10000);

@@ -146,6 +146,25 @@ impl<P: FnMut(&str)> Coordinator<P> {
         slots: &[u16],
         to: GroupId,
     ) -> Result<u64, ChangeError> {
+        // A fresh session: pages of an earlier, abandoned run are refused from here on.
+        let session = rand::random::<u64>();
+        // The import is announced (an empty page starting every slot) before the source lets
+        // go: from then on the target holds commands for these slots until it adopts them
+        // (`tiering::Db::wait_arrival`). Otherwise a client the source redirects to the
+        // target, which does not know of the move yet, would be sent back to the source, and
+        // back again, until the client gives up.
+        let mut empty = Vec::new();
+        tiering::snapshot::dump_entries(0, std::iter::empty(), &mut empty);
+        self.step(
+            to,
+            SlotOp::ImportPage {
+                session,
+                slots: slots.to_vec(),
+                starts: slots.to_vec(),
+                page: empty,
+            },
+        )
+        .await?;
         self.step(
             source,
             SlotOp::Release {
@@ -154,8 +173,6 @@ impl<P: FnMut(&str)> Coordinator<P> {
             },
         )
         .await?;
-        // A fresh session: pages of an earlier, abandoned run are refused from here on.
-        let session = rand::random::<u64>();
         // Pages of up to 256 KiB, each spanning as many slots as fit.
         let mut keys = 0;
         let mut from = Some((0, 0));
@@ -227,22 +244,35 @@ impl<P: FnMut(&str)> Coordinator<P> {
     }
 }
 
-/// The slots released by one group and not adopted by the group they were handed to (so
-/// nobody serves them), from every group's slot state: runs of (first, last, from, to).
+/// The slots of unfinished moves, from every group's slot state: runs of (first, last, from,
+/// to). A slot is in flight when one group released it and the group it was handed to has not
+/// adopted it (nobody serves it), or when a group announced its import and its owner has not
+/// released it yet (the importing group's replicas hold its commands a moment, then answer
+/// TRYAGAIN).
 pub fn slots_in_flight(states: &[GroupSlots]) -> Vec<(u16, u16, GroupId, GroupId)> {
-    let mut runs: Vec<(u16, u16, GroupId, GroupId)> = Vec::new();
+    let mut moves: Vec<(u16, GroupId, GroupId)> = Vec::new();
     for state in states {
         for &(slot, to) in &state.handoff {
             let adopted = states.iter().any(|s| s.group == to && s.owns(slot));
-            if adopted {
-                continue;
+            if !adopted {
+                moves.push((slot, state.group, to));
             }
-            match runs.last_mut() {
-                Some(run) if run.2 == state.group && run.3 == to && run.1 + 1 == slot => {
-                    run.1 = slot
-                }
-                _ => runs.push((slot, slot, state.group, to)),
+        }
+        for &(slot, _) in &state.arriving {
+            let released = states
+                .iter()
+                .any(|s| s.handed_to(slot) == Some(state.group));
+            if let (false, Some(owner)) = (released, states.iter().find(|s| s.owns(slot))) {
+                moves.push((slot, owner.group, state.group));
             }
+        }
+    }
+    moves.sort_by_key(|&(slot, from, to)| (from, to, slot));
+    let mut runs: Vec<(u16, u16, GroupId, GroupId)> = Vec::new();
+    for (slot, from, to) in moves {
+        match runs.last_mut() {
+            Some(run) if run.2 == from && run.3 == to && run.1 + 1 == slot => run.1 = slot,
+            _ => runs.push((slot, slot, from, to)),
         }
     }
     runs
@@ -268,5 +298,45 @@ fn unexpected(step: &str, reply: ReplicaReply) -> ChangeError {
             group: 0,
             message: format!("unexpected answer {reply:?}"),
         }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn group(group: GroupId, owned: &[(u16, u16)]) -> GroupSlots {
+        GroupSlots {
+            group,
+            owned: owned.to_vec(),
+            ..GroupSlots::default()
+        }
+    }
+
+    #[test]
+    fn released_slots_are_in_flight_until_adopted() {
+        let mut source = group(0, &[(0, 9)]);
+        source.handoff = vec![(10, 1), (11, 1), (12, 1)];
+        let mut target = group(1, &[(12, 12), (20, 29)]);
+        target.arriving = vec![(10, 7), (11, 7)];
+        assert_eq!(slots_in_flight(&[source, target]), vec![(10, 11, 0, 1)]);
+    }
+
+    #[test]
+    fn announced_imports_are_in_flight_until_released() {
+        let source = group(0, &[(0, 9)]);
+        let mut target = group(1, &[(20, 29)]);
+        target.arriving = vec![(3, 7), (4, 7), (9, 7)];
+        assert_eq!(
+            slots_in_flight(&[source.clone(), target.clone()]),
+            vec![(3, 4, 0, 1), (9, 9, 0, 1)]
+        );
+        // Released: in flight as a release, once.
+        let mut released = group(0, &[(0, 2), (5, 8)]);
+        released.handoff = vec![(3, 1), (4, 1), (9, 1)];
+        assert_eq!(
+            slots_in_flight(&[released, target]),
+            vec![(3, 4, 0, 1), (9, 9, 0, 1)]
+        );
     }
 }

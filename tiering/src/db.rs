@@ -9,6 +9,7 @@ use resp::command_table::CommandSpec;
 use resp::Frame;
 use smallvec::SmallVec;
 
+use crate::arrivals::Arrivals;
 use crate::blob::Blob;
 use crate::blocking::{Blocking, Waiter};
 use crate::cmd::{self, LockScope};
@@ -96,6 +97,8 @@ pub struct Db {
     routes: Box<[AtomicU16]>,
     groups: usize,
     blocking: Blocking,
+    /// Slots being imported here, for commands that wait for them (see [`Db::wait_arrival`]).
+    pub(crate) arrivals: Arrivals,
     config: EngineConfig,
 }
 
@@ -118,6 +121,7 @@ impl Db {
             routes,
             groups,
             blocking: Blocking::default(),
+            arrivals: Arrivals::default(),
             config: EngineConfig::default(),
         }
     }

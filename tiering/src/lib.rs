@@ -12,6 +12,8 @@
 
 /// Argument parsing with Redis's rules and error texts.
 pub mod args;
+/// Slots arriving in a group here, and commands waiting for them.
+pub mod arrivals;
 /// The byte string type of keys, values and members.
 pub mod blob;
 /// Clients blocked on keys.

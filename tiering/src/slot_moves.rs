@@ -48,6 +48,7 @@ impl Db {
     pub fn set_slot_state(&self, group: usize, state: SlotState) {
         self.route_slots_of(group, &state);
         *self.keyspaces[group].lock().slot_state_mut() = state;
+        self.slot_state_changed();
     }
 
     fn route_slots_of(&self, group: usize, state: &SlotState) {
@@ -83,6 +84,7 @@ impl Db {
         for &slot in &released {
             self.set_route(slot, to);
         }
+        self.slot_state_changed();
         released
     }
 
@@ -164,8 +166,11 @@ impl Db {
             state.arriving.insert(slot, session);
         }
         let added = snapshot::insert_entries(&mut ks, page, |slot| accepted.contains(slot))
-            .map_err(|e| SlotMoveError::BadPage(e.to_string()))?;
+            .map_err(|e| SlotMoveError::BadPage(e.to_string()));
         drop(ks);
+        // A bad page still marked its `starts` arriving.
+        self.slot_state_changed();
+        let added = added?;
         for &slot in slots {
             self.set_route(slot, group);
         }
@@ -195,6 +200,7 @@ impl Db {
         for &slot in slots {
             self.set_route(slot, group);
         }
+        self.slot_state_changed();
         Ok(())
     }
 
