@@ -816,10 +816,11 @@ impl Session {
     }
 
     /// The reply to a command whose slot the group it went to does not own: MOVED to the
-    /// leader of the group this node now routes the slot to, or TRYAGAIN while the slot is
-    /// between groups (or its new group has no leader). Nothing was applied.
+    /// leader of the group this node now routes the slot to (following the handoffs its
+    /// replicas know of: `tiering::Db::resolve_route`), or TRYAGAIN while the slot is between
+    /// groups (or its new group has no leader). Nothing was applied.
     pub fn slot_moved(&self, slot: u16) -> Frame {
-        let group = self.server.db.group_of_slot(slot) as u32;
+        let group = self.server.db.resolve_route(slot) as u32;
         let raft = &self.server.groups;
         match raft.leader_of(group) {
             Some((id, addr)) if id != raft.node_id() => {

@@ -132,7 +132,8 @@ impl Groups {
     }
 
     /// Routes by `map` if it is newer than the one applied: every slot to its group, except
-    /// slots a group of this node owns or is importing (its own state is newer than any map).
+    /// slots a group of this node owns or is importing, and slots a group of this node
+    /// released after the map was made (its own state is newer than any map).
     pub fn apply_slot_map(&self, map: &SlotMap) {
         if map.epoch <= self.slot_map_epoch() {
             return;
@@ -150,7 +151,8 @@ impl Groups {
         for (slot, group) in map.owners().into_iter().enumerate() {
             let slot = slot as u16;
             if !held.contains(slot) {
-                self.db().set_route(slot, group as usize);
+                let group = self.db().follow_handoffs(slot, group as usize);
+                self.db().set_route(slot, group);
             }
         }
         self.slot_epoch.store(map.epoch, Ordering::Relaxed);

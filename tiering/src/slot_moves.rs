@@ -63,6 +63,46 @@ impl Db {
         }
     }
 
+    /// Where `slot` went from `group`, as this node's replicas know it: `group`, or, if it
+    /// released the slot, the group it handed it to, and so on while each of those released
+    /// it too. Routes are set by whichever group's log applies a step last (and by the slot
+    /// map, which lags), so a route can name a group the slot has left since; its record of
+    /// the handoff says where to look instead.
+    pub fn follow_handoffs(&self, slot: Slot, group: usize) -> usize {
+        let mut at = group;
+        // A chain longer than the groups is a loop of stale records (a replica that has not
+        // applied a slot's return yet): stop anywhere on it.
+        for _ in 0..self.groups() {
+            let Some(ks) = self.keyspaces.get(at) else {
+                break;
+            };
+            let next = {
+                let ks = ks.lock();
+                let state = ks.slot_state();
+                if ks.owns(slot) || state.arriving.contains_key(&slot) {
+                    break;
+                }
+                state.handoff.get(&slot).copied()
+            };
+            match next {
+                Some(to) => at = to as usize,
+                None => break,
+            }
+        }
+        at
+    }
+
+    /// The group this node routes `slot` to, corrected by [`Db::follow_handoffs`] (and the
+    /// route updated) if that group released it.
+    pub fn resolve_route(&self, slot: Slot) -> usize {
+        let routed = self.group_of_slot(slot);
+        let group = self.follow_handoffs(slot, routed);
+        if group != routed {
+            self.set_route(slot, group);
+        }
+        group
+    }
+
     /// Returns true if `group` owns `slot`.
     pub fn owns(&self, group: usize, slot: Slot) -> bool {
         self.keyspaces[group].lock().owns(slot)
@@ -376,5 +416,34 @@ mod tests {
             Frame::Bulk("x".repeat(100).into())
         );
         assert_eq!(db.group_len(1), 40);
+    }
+
+    #[test]
+    fn a_stale_route_is_corrected_along_the_handoffs_this_node_knows() {
+        let db = Db::new(3);
+        let slot: Slot = 5; // group 0's
+        let empty = {
+            let mut page = Vec::new();
+            snapshot::dump_entries(0, std::iter::empty(), &mut page);
+            page
+        };
+        // 0 -> 1, then 1 -> 2 (still arriving there).
+        db.import_page(1, 1, &[slot], &[slot], &empty).unwrap();
+        db.release_slots(0, &[slot], 1);
+        db.adopt_slots(1, &[slot], 1).unwrap();
+        db.import_page(2, 2, &[slot], &[slot], &empty).unwrap();
+        db.release_slots(1, &[slot], 2);
+        assert_eq!(db.follow_handoffs(slot, 0), 2);
+        assert_eq!(db.follow_handoffs(slot, 2), 2);
+        // A late step of the first move (or an old slot map) routes the slot back to 0.
+        db.set_route(slot, 0);
+        assert_eq!(db.resolve_route(slot), 2);
+        assert_eq!(db.group_of_slot(slot), 2);
+        // Stale records that point at each other end the walk all the same.
+        let mut looped = db.slot_state(2);
+        looped.arriving.clear();
+        looped.handoff.insert(slot, 0);
+        db.set_slot_state(2, looped);
+        assert!(db.follow_handoffs(slot, 0) < 3);
     }
 }
