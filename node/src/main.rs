@@ -15,6 +15,7 @@ mod dev_cluster;
 mod membership;
 mod metrics;
 mod pubsub;
+mod replica_janitor;
 mod route;
 mod seeds;
 mod server;

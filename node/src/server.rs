@@ -281,10 +281,13 @@ impl Bound {
             }
             tokio::spawn(crate::metrics::serve(server.clone(), listener))
         });
-        // Both only where there are other members (gossip runs).
+        // These only where there are other members (gossip runs).
         let janitor = gossip
             .is_some()
             .then(|| tokio::spawn(crate::slot_janitor::run(server.clone())));
+        let replica_janitor = gossip
+            .is_some()
+            .then(|| tokio::spawn(crate::replica_janitor::run(server.clone())));
         let membership =
             gossip.map(|gossip| tokio::spawn(crate::membership::run(server.clone(), gossip)));
         let mut connections = JoinSet::new();
@@ -341,6 +344,10 @@ impl Bound {
         }
         if let Some(janitor) = janitor {
             // It stops once shutdown was asked for, between two steps of a move.
+            let _ = janitor.await;
+        }
+        if let Some(janitor) = replica_janitor {
+            // It stops once shutdown was asked for, between two checks.
             let _ = janitor.await;
         }
         server.groups.shutdown().await;

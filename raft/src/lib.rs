@@ -32,6 +32,8 @@ pub mod metrics;
 pub mod network;
 /// The cluster's node registry, kept in the metadata group.
 pub mod node_registry;
+/// Closing replicas a removal left behind on a node it could not reach.
+pub mod orphans;
 /// Which members replicate and lead each group.
 pub mod placement;
 /// Which nodes replicate each group, as the metadata group records it.

@@ -318,7 +318,10 @@ impl Groups {
     }
 
     /// Waits for this node's turn to change `group`: one step of a group at a time.
-    async fn step(&self, group: GroupId) -> Result<tokio::sync::MutexGuard<'_, ()>, ReplicaError> {
+    pub(crate) async fn step(
+        &self,
+        group: GroupId,
+    ) -> Result<tokio::sync::MutexGuard<'_, ()>, ReplicaError> {
         self.changeable(group)?;
         Ok(self.changing[group as usize].lock().await)
     }
@@ -399,6 +402,12 @@ impl Groups {
                 .map_err(|e| raft_error(e.to_string()))?;
             return Err(ReplicaError::StillVoter { group, node: me });
         }
+        self.wipe_replica(group).await
+    }
+
+    /// Wipes the stopped replica of `group` (keys, log, snapshot) and marks the group retired
+    /// here, so that a restart does not bring it back.
+    pub(crate) async fn wipe_replica(&self, group: GroupId) -> Result<(), ReplicaError> {
         if group == self.meta_group() {
             self.meta_db().clear_group(0);
         } else {

@@ -48,6 +48,21 @@ fn progress(step: &str) {
     eprintln!("{step}");
 }
 
+/// The replicas `node` closes as orphans, once the metadata group answers it.
+async fn close_orphans(node: &common::Node) -> Vec<raft::GroupId> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match node.groups.close_orphans().await {
+            Ok(closed) => return closed,
+            Err(error) if Instant::now() < deadline => {
+                eprintln!("not checked yet: {error}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(error) => panic!("orphans not checked: {error}"),
+        }
+    }
+}
+
 fn voters(cluster: &Cluster, leader: NodeId) -> BTreeSet<NodeId> {
     cluster.node(leader).groups.replicas(0).unwrap().voters
 }
@@ -198,6 +213,64 @@ async fn a_replica_that_learns_of_its_demotion_late_is_closed_all_the_same() {
     let mut expected = BTreeSet::from([1, 2, 3, 4]);
     expected.remove(&from);
     assert_eq!(voters(&cluster, leader), expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_removed_while_its_node_was_down_is_closed_when_it_returns() {
+    let mut cluster = Cluster::start(10_000).await;
+    let leader = cluster.wait_settled().await;
+    cluster.join(4).await;
+    let from = (1..=3).find(|&node| node != leader).unwrap();
+    let mut coordinator = Coordinator::new(vec![cluster.raft_addr(leader)], progress);
+    coordinator
+        .add_replica(0, 4, cluster.joiners[&4].clone())
+        .await
+        .unwrap();
+    // `from` is removed while it is down: demoted and dropped, never told to close.
+    cluster.stop(from).await;
+    let leader_addr = cluster.raft_addr(leader);
+    for call in [
+        ReplicaCall::Demote {
+            group: 0,
+            node: from,
+        },
+        ReplicaCall::RemoveLearner {
+            group: 0,
+            node: from,
+        },
+    ] {
+        send(&leader_addr, call).await.unwrap();
+    }
+    let mut expected = BTreeSet::from([1, 2, 3, 4]);
+    expected.remove(&from);
+    assert_eq!(voters(&cluster, leader), expected);
+    // Back from its disk, it believes it still votes.
+    cluster.restart(from).await;
+    let orphan = cluster.node(from).groups.replicas(0).unwrap();
+    assert!(orphan.voters.contains(&from), "{orphan:?}");
+    // Nothing is closed before the record shows the newer membership...
+    assert_eq!(close_orphans(cluster.node(from)).await, []);
+    cluster
+        .node(leader)
+        .groups
+        .report_placement(&mut Default::default())
+        .await
+        .unwrap();
+    // ...then the orphan is, and only it.
+    for node in [1, 2, 3, 4].into_iter().filter(|&n| n != from) {
+        assert_eq!(close_orphans(cluster.node(node)).await, []);
+    }
+    assert_eq!(close_orphans(cluster.node(from)).await, [0]);
+    assert!(cluster.node(from).groups.raft(0).is_none());
+    cluster.stop(from).await;
+    cluster.restart(from).await;
+    assert!(
+        cluster.node(from).groups.raft(0).is_none(),
+        "a closed replica came back at restart"
+    );
+    // The group goes on without it.
+    let leader = cluster.wait_leader_of(0, &[1, 2, 3, 4]).await;
+    common::commit(cluster.node(leader), "after", "orphan closed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
