@@ -45,7 +45,9 @@ def main():
 
     binary = build()
     with tempfile.TemporaryDirectory() as tmp:
-        base = 22000 + (os.getpid() % 400) * 10
+        # Client, raft (+10000) and metrics (+20000) ports all below Linux's ephemeral range
+        # (32768 on), where an outgoing connection could take one first.
+        base = 2000 + (os.getpid() % 1000) * 10
         cluster = subprocess.Popen(
             [binary, "dev-cluster", "--nodes", str(args.nodes), "--base-port", str(base),
              "--data-dir", os.path.join(tmp, "cluster"), "--groups", str(args.groups)],

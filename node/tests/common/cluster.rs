@@ -31,10 +31,12 @@ pub struct DevCluster {
 /// A base port whose client and raft ports for `nodes` nodes are all free right now.
 fn free_base_port(nodes: u16) -> u16 {
     // Tests run in parallel processes: random bases, 10 ports apart, rarely meet; the probe
-    // below catches the rest. Client ports stay below 30000, raft (+10000) and metrics
-    // (+20000) ports above.
+    // below catches the rest. Every port stays below Linux's ephemeral range (32768 on), or
+    // an outgoing connection (the nodes' own, between the probe and a node's start) could
+    // take a port a node is about to listen on: clients from 2000, raft (+10000) from 12000,
+    // metrics (+20000) from 22000, all below 32768.
     loop {
-        let candidate = 20000 + rand::random_range(0..990u16) * 10;
+        let candidate = 2000 + rand::random_range(0..1070u16) * 10;
         let free = (0..nodes).all(|i| {
             [
                 candidate + i,
