@@ -516,6 +516,17 @@ impl Session {
             .then_some(Outcome::AwaitSlot { group, slot })
     }
 
+    /// The wait for EXEC of a transaction whose first key's slot is still arriving in its
+    /// group here, as for a single command (see [`Session::slot_arriving`]); the transaction
+    /// stays queued meanwhile.
+    fn exec_slot_arriving(&self) -> Option<Outcome> {
+        let multi = self.multi.as_ref().filter(|multi| !multi.failed)?;
+        let (spec, args) = multi.queued.iter().find(|(spec, _)| Db::handles(spec))?;
+        let slot = request_slot(spec, args)?;
+        let group = self.server.db.group_of_slot(slot) as u32;
+        self.slot_arriving(spec, args, &[group])
+    }
+
     /// Turns a write command into a proposal to `groups`.
     fn propose(
         &mut self,
@@ -676,6 +687,9 @@ impl Session {
     /// Runs the queued transaction: one log entry of its group, holding its engine commands
     /// and its watches.
     pub fn exec(&mut self) -> Outcome {
+        if let Some(wait) = self.exec_slot_arriving() {
+            return wait;
+        }
         let Some(multi) = self.multi.take() else {
             return Frame::error("ERR EXEC without MULTI").into();
         };

@@ -1233,6 +1233,21 @@ fn a_command_for_a_slot_being_moved_waits_for_the_move_to_land() {
         "{:?}",
         started.elapsed()
     );
+    // So does a transaction's EXEC.
+    let mut client = RawClient::connect(target_port as u16);
+    assert_eq!(client.cmd(&["MULTI"]), Frame::simple("OK"));
+    assert_eq!(client.cmd(&["SET", key, "lost"]), Frame::simple("QUEUED"));
+    let started = Instant::now();
+    let unserved = client.cmd(&["EXEC"]);
+    assert!(
+        matches!(&unserved, Frame::Error(e) if e.starts_with("TRYAGAIN")),
+        "{unserved:?}"
+    );
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "{:?}",
+        started.elapsed()
+    );
     // A command held while the move lands (its key copied, the slot adopted) is served.
     let reader = std::thread::spawn(move || following_moved(source_port as u16, &["GET", key]));
     std::thread::sleep(Duration::from_millis(200));
