@@ -252,6 +252,23 @@ pub async fn commit(node: &Node, key: &str, value: &str) {
     }
 }
 
+/// SETs `key` to `value` through whichever of `candidates` leads group 0, following the
+/// leadership if it moves before the write is taken (a refusal that certainly did not apply).
+pub async fn commit_to_leader(cluster: &Cluster, candidates: &[NodeId], key: &str, value: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let leader = cluster
+            .wait_leader(candidates, Duration::from_secs(20))
+            .await;
+        match set(cluster.node(leader), key, value).await {
+            Err(AccessError::NotLeader { .. }) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            result => return committed(result),
+        }
+    }
+}
+
 pub fn committed(result: Result<Response, AccessError>) {
     match result {
         Ok(Response::Reply(Frame::Simple(ok))) if &ok[..] == "OK" => {}
