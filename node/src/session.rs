@@ -506,7 +506,8 @@ impl Session {
     /// spares clients a TRYAGAIN, which some retry only briefly. Checked once per command.
     fn slot_arriving(&self, spec: &CommandSpec, args: &[Bytes], groups: &[u32]) -> Option<Outcome> {
         let &[group] = groups else { return None };
-        if self.awaited_slot {
+        // On every keyed command: the slot is found only while some slot is arriving.
+        if self.awaited_slot || !self.server.db.any_arriving() {
             return None;
         }
         let slot = request_slot(spec, args)?;
@@ -520,6 +521,9 @@ impl Session {
     /// group here, as for a single command (see [`Session::slot_arriving`]); the transaction
     /// stays queued meanwhile.
     fn exec_slot_arriving(&self) -> Option<Outcome> {
+        if !self.server.db.any_arriving() {
+            return None;
+        }
         let multi = self.multi.as_ref().filter(|multi| !multi.failed)?;
         let (spec, args) = multi.queued.iter().find(|(spec, _)| Db::handles(spec))?;
         let slot = request_slot(spec, args)?;

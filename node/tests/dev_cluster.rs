@@ -1113,18 +1113,23 @@ fn following_moved(port: u16, args: &[&str]) -> Frame {
     panic!("redirected too often");
 }
 
-#[test]
-fn a_slot_move_abandoned_after_release_is_finished_by_the_cluster() {
-    let cluster = DevCluster::start(3, &[]);
-    let key = "abandoned";
+/// SETs `key` to "kept" through node 1 (following MOVED); returns its slot.
+fn set_kept(cluster: &DevCluster, key: &str) -> u16 {
     assert_eq!(
         following_moved(cluster.port(1), &["SET", key, "kept"]),
         Frame::Simple("OK".into())
     );
-    let slot: u16 = redis_cli(cluster.port(1), &["cluster", "keyslot", key])
+    redis_cli(cluster.port(1), &["cluster", "keyslot", key])
         .trim()
         .parse()
-        .unwrap();
+        .unwrap()
+}
+
+#[test]
+fn a_slot_move_abandoned_after_release_is_finished_by_the_cluster() {
+    let cluster = DevCluster::start(3, &[]);
+    let key = "abandoned";
+    let slot = set_kept(&cluster, key);
     let (group, to) = ((slot as usize * 16 / 16384) as u32, 0u32);
     let to = if group == to { 1 } else { to };
     // A coordinator that releases the slot to another group and dies.
@@ -1177,14 +1182,7 @@ fn a_slot_move_abandoned_after_release_is_finished_by_the_cluster() {
 fn a_command_for_a_slot_being_moved_waits_for_the_move_to_land() {
     let cluster = DevCluster::start(3, &[]);
     let key = "landing";
-    assert_eq!(
-        following_moved(cluster.port(1), &["SET", key, "kept"]),
-        Frame::Simple("OK".into())
-    );
-    let slot: u16 = redis_cli(cluster.port(1), &["cluster", "keyslot", key])
-        .trim()
-        .parse()
-        .unwrap();
+    let slot = set_kept(&cluster, key);
     let group = (slot as usize * 16 / 16384) as u32;
     let to = if group == 0 { 1 } else { 0 };
     let source_port = cluster_slots_port(cluster.port(1), slot as i64).expect("a leader");

@@ -23,10 +23,16 @@ pub(crate) struct Arrivals {
 }
 
 impl Db {
+    /// Returns true if any group here is importing a slot: a check cheap enough for every
+    /// keyed command, made before finding the command's slot.
+    pub fn any_arriving(&self) -> bool {
+        self.arrivals.count.load(Ordering::Acquire) > 0
+    }
+
     /// Returns true if `group` is importing `slot` here and does not own it yet.
     pub fn is_arriving(&self, group: usize, slot: Slot) -> bool {
-        // Checked on every keyed command: no lock unless some slot is arriving at all.
-        self.arrivals.count.load(Ordering::Acquire) > 0
+        // No lock unless some slot is arriving at all.
+        self.any_arriving()
             && self
                 .keyspaces
                 .get(group)
