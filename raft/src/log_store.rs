@@ -77,7 +77,7 @@ const WRITER_GONE: &str = "raft log writer stopped";
 pub struct LogDbStats {
     /// Appends reported durable.
     pub appends: u64,
-    /// WAL fsyncs done (each covers every operation queued before it).
+    /// WAL fsyncs done (each covers every operation written before it).
     pub fsyncs: u64,
 }
 

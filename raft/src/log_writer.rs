@@ -1,10 +1,12 @@
-//! The thread that writes every group's log operations to RocksDB, many at a time.
+//! The threads that write every group's log operations to RocksDB, many at a time.
 //!
 //! Groups queue their appends, truncations, purges, commit marks and votes; the writer takes
-//! everything queued, writes it as one RocksDB write batch with one WAL fsync, and only then
-//! reports appends flushed to openraft and votes saved. Many groups writing at once thus share
-//! one fsync (group commit), and the threads that run the raft groups and the clients never
-//! wait on RocksDB: the log stays readable meanwhile through each group's `LogTail`.
+//! everything queued and writes it as one RocksDB write batch, unsynced; the syncer fsyncs the
+//! WAL once for every batch written before it started, and only then reports appends flushed
+//! to openraft and votes saved. Many groups writing at once thus share one fsync (group
+//! commit), the CPU work of a batch (encoding, the WAL write, the memtable insert) overlaps the
+//! previous batch's fsync, and the threads that run the raft groups and the clients never wait
+//! on RocksDB: the log stays readable meanwhile through each group's `LogTail`.
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,7 +16,7 @@ use std::time::{Duration, Instant};
 use openraft::entry::RaftEntry;
 use openraft::storage::IOFlushed;
 use parking_lot::{Condvar, Mutex};
-use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions, DB};
+use rocksdb::{Direction, IteratorMode, WriteBatch, DB};
 use tokio::sync::oneshot;
 
 use crate::log_store::{
@@ -99,8 +101,8 @@ impl Default for Counters {
         let fsync_seconds = prometheus::Histogram::with_opts(
             prometheus::HistogramOpts::new(
                 "autocache_raft_log_fsync_seconds",
-                "Duration of each synced raft log write: one WAL write and fsync covering every \
-                 operation queued before it.",
+                "Duration of each raft log WAL fsync, covering every batch of operations \
+                 written before it.",
             )
             .buckets(prometheus::exponential_buckets(0.000_05, 2.0, 16).expect("valid buckets")),
         )
@@ -197,26 +199,103 @@ impl LogQueue {
     }
 }
 
-/// Writes queued operations until the queue is closed and drained.
+/// Writes queued operations until the queue is closed and drained, with a syncer thread
+/// (owned here, joined before returning) making them durable and telling their waiters.
 pub(crate) fn run(db: &DB, counters: &Counters, queue: &LogQueue) {
-    while let Some(ops) = queue.next_batch() {
-        let write_started = Instant::now();
-        let result = write(db, &ops);
-        if let Ok(true) = result {
-            counters
-                .fsync_seconds
-                .observe(write_started.elapsed().as_secs_f64());
-            counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+    let unsynced = Unsynced::default();
+    std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("raft-log-sync".into())
+            .spawn_scoped(scope, || sync_written(db, counters, &unsynced))
+            .expect("spawn the raft log syncer thread");
+        while let Some(ops) = queue.next_batch() {
+            let result = write(db, &ops);
+            if let Err(error) = &result {
+                tracing::error!(%error, operations = ops.len(), "raft log write failed");
+            }
+            unsynced.push(Written { ops, result });
         }
-        if let Err(error) = &result {
-            tracing::error!(%error, operations = ops.len(), "raft log write failed");
+        unsynced.close();
+    });
+}
+
+/// A batch the writer wrote to RocksDB (or failed to), not yet reported to its waiters.
+struct Written {
+    ops: Vec<LogOp>,
+    /// Whether some operation must be durable before it is reported; or why the write failed.
+    result: Result<bool, String>,
+}
+
+/// Batches written and waiting for the syncer, in the order they were written.
+#[derive(Default)]
+struct Unsynced {
+    state: Mutex<UnsyncedState>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct UnsyncedState {
+    batches: Vec<Written>,
+    closed: bool,
+}
+
+impl Unsynced {
+    fn push(&self, batch: Written) {
+        self.state.lock().batches.push(batch);
+        self.wake.notify_one();
+    }
+
+    fn close(&self) {
+        self.state.lock().closed = true;
+        self.wake.notify_one();
+    }
+
+    /// Every batch written so far, waiting for one; None once closed and drained.
+    fn take(&self) -> Option<Vec<Written>> {
+        let mut state = self.state.lock();
+        while state.batches.is_empty() && !state.closed {
+            self.wake.wait(&mut state);
         }
-        complete(counters, ops, result.map(|_| ()));
+        if state.batches.is_empty() {
+            return None;
+        }
+        Some(std::mem::take(&mut state.batches))
     }
 }
 
-/// Writes `ops` in order as one batch (fsynced if any of them must be durable); returns
-/// whether it was fsynced.
+/// Fsyncs the WAL once for every batch written before the fsync starts, then tells their
+/// operations' waiters, in order, until the writer is done.
+///
+/// RocksDB's `SyncWAL` runs alongside unsynced writes and makes durable every write that
+/// returned before it was called, which is what lets the writer go on meanwhile.
+fn sync_written(db: &DB, counters: &Counters, unsynced: &Unsynced) {
+    while let Some(batches) = unsynced.take() {
+        let must_sync = batches.iter().any(|batch| batch.result == Ok(true));
+        let synced = if must_sync {
+            let started = Instant::now();
+            let synced = db.flush_wal(true).map_err(|e| e.to_string());
+            match &synced {
+                Ok(()) => {
+                    counters
+                        .fsync_seconds
+                        .observe(started.elapsed().as_secs_f64());
+                    counters.fsyncs.fetch_add(1, Ordering::Relaxed);
+                }
+                Err(error) => tracing::error!(%error, "raft log fsync failed"),
+            }
+            synced
+        } else {
+            Ok(())
+        };
+        for batch in batches {
+            let result = batch.result.and_then(|_| synced.clone());
+            complete(counters, batch.ops, result);
+        }
+    }
+}
+
+/// Writes `ops` in order as one unsynced batch; returns whether any of them must be durable
+/// before it is reported.
 fn write(db: &DB, ops: &[LogOp]) -> Result<bool, String> {
     let (logs, meta) = families(db);
     let mut batch = WriteBatch::default();
@@ -262,9 +341,7 @@ fn write(db: &DB, ops: &[LogOp]) -> Result<bool, String> {
             LogOp::Barrier { .. } => {}
         }
     }
-    let mut options = WriteOptions::default();
-    options.set_sync(sync);
-    db.write_opt(batch, &options).map_err(|e| e.to_string())?;
+    db.write(batch).map_err(|e| e.to_string())?;
     Ok(sync)
 }
 
