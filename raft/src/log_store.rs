@@ -51,6 +51,17 @@ pub(crate) fn log_key(group: GroupId, index: u64) -> [u8; 12] {
     key
 }
 
+/// Options of the log column family.
+///
+/// Every group appends its entries in index order, but the groups' appends interleave in
+/// each batch, so each memtable insert searched the skiplist from the top (a third of the
+/// writer thread's time). An insert hint per group id (the keys' first 4 bytes) makes each
+/// insert start where the group's previous one ended.
+fn log_family_options() -> Result<Options, rocksdb::Error> {
+    Options::default()
+        .get_options_from_string("memtable_insert_with_hint_prefix_extractor=rocksdb.FixedPrefix.4")
+}
+
 pub(crate) fn meta_key(group: GroupId, tag: u8) -> [u8; 5] {
     let mut key = [0u8; 5];
     key[..4].copy_from_slice(&group.to_be_bytes());
@@ -99,9 +110,11 @@ impl LogDb {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
-        let families = [CF_LOGS, CF_META, CF_SNAPSHOTS]
-            .into_iter()
-            .map(|name| ColumnFamilyDescriptor::new(name, Options::default()));
+        let families = [
+            ColumnFamilyDescriptor::new(CF_LOGS, log_family_options()?),
+            ColumnFamilyDescriptor::new(CF_META, Options::default()),
+            ColumnFamilyDescriptor::new(CF_SNAPSHOTS, Options::default()),
+        ];
         let db = Arc::new(DB::open_cf_descriptors(&options, path, families)?);
         let queue = Arc::new(LogQueue::default());
         let writer_queue = queue.clone();

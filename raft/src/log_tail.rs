@@ -21,7 +21,11 @@ use crate::request::{Op, SlotOp};
 use crate::typ::Entry;
 
 /// Written entries beyond this many are dropped from the tail, oldest first.
-const KEEP_WRITTEN_ENTRIES: usize = 256;
+///
+/// Enough for every entry of one fsync of a busy group to still be here when it applies: with
+/// 256, 50 clients pipelining 16 SETs to one key (one group, ~600 entries an fsync) had their
+/// state machine read most entries back from RocksDB, 40% of its apply time.
+const KEEP_WRITTEN_ENTRIES: usize = 4096;
 /// Written entries are also dropped while the tail holds more than this many bytes of them.
 const KEEP_WRITTEN_BYTES: usize = 1 << 20;
 
