@@ -315,11 +315,23 @@ impl RaftSnapshotBuilder<TypeConfig> for SnapshotBuilder {
     type SnapshotData = SnapshotData;
 
     async fn build_snapshot(&mut self) -> Result<Snapshot, io::Error> {
-        self.store
-            .save_snapshot(self.group, &self.meta, &self.data)?;
+        // Storing is a synced RocksDB write of the whole dump: on a blocking thread, so the
+        // worker that runs the groups and their clients goes on meanwhile (stored inline, a
+        // node's p99 SET latency rose by a third while its groups snapshotted).
+        let store = self.store.clone();
+        let (group, meta, data) = (
+            self.group,
+            self.meta.clone(),
+            std::mem::take(&mut self.data),
+        );
+        let data = tokio::task::spawn_blocking(move || {
+            store.save_snapshot(group, &meta, &data).map(|()| data)
+        })
+        .await
+        .map_err(io::Error::other)??;
         Ok(Snapshot {
             meta: self.meta.clone(),
-            snapshot: SnapshotData::new(self.data.clone()),
+            snapshot: SnapshotData::new(data),
         })
     }
 }
