@@ -37,7 +37,8 @@ pub struct Config {
     pub hz: u32,
     /// Number of slot groups the keyspace is split into (each is one raft group).
     pub groups: usize,
-    /// A group snapshots its data, letting it drop older log entries, every this many entries.
+    /// A group snapshots its data, letting it drop older log entries, every this many entries
+    /// (and no sooner than it applied as many entries as it holds keys).
     pub snapshot_every: u64,
     /// Worker threads serving clients (0: one per core minus one, at least one).
     pub threads: usize,

@@ -20,6 +20,7 @@ use crate::network::{GroupNetwork, Peers};
 use crate::placement::Placement;
 use crate::publish_relay::PublishRelay;
 use crate::service::{self, BindError, Registry};
+use crate::snapshot_trigger;
 use crate::state_machine::StateMachine;
 use crate::typ::{GroupId, NodeAddr, NodeId, Raft};
 
@@ -48,7 +49,8 @@ pub struct GroupsConfig {
     pub groups: u32,
     /// Where the raft log store lives.
     pub dir: PathBuf,
-    /// A group snapshots its state (and may purge its log) every this many entries.
+    /// A group snapshots its state (and may purge its log) every this many entries, and no
+    /// sooner than it applied as many entries as it holds keys (see `snapshot_trigger`).
     pub snapshot_every: u64,
     /// Cut or slowed links between nodes: in-process tests only, None in a server.
     pub link_filter: Option<LinkFilter>,
@@ -122,7 +124,7 @@ pub struct Groups {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
-fn raft_config(enable_tick: bool, snapshot_every: u64) -> Result<Arc<Config>, GroupsError> {
+fn raft_config(enable_tick: bool) -> Result<Arc<Config>, GroupsError> {
     Ok(Arc::new(
         Config {
             cluster_name: "autocache".into(),
@@ -137,7 +139,8 @@ fn raft_config(enable_tick: bool, snapshot_every: u64) -> Result<Arc<Config>, Gr
             heartbeat_interval: 800,
             election_timeout_min: 1700,
             election_timeout_max: 2400,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(snapshot_every),
+            // `snapshot_trigger` decides when (openraft's policy counts entries only).
+            snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: 1000,
             // A group whose only voter is this node has no one to send heartbeats to and no
             // election to time out (it is elected explicitly in `start`): ticking would only
@@ -182,8 +185,8 @@ impl Groups {
             tasks.push(service::serve(addr, registry.clone(), shutdown).await?);
             tracing::info!(%addr, "serving raft messages");
         }
-        let ticking = raft_config(true, config.snapshot_every)?;
-        let tickless = raft_config(false, config.snapshot_every)?;
+        let ticking = raft_config(true)?;
+        let tickless = raft_config(false)?;
         let peers = Peers::new(config.node_id, config.link_filter.clone());
         let sole_voter: Vec<bool> = (0..config.groups)
             .map(|group| {
@@ -297,6 +300,14 @@ impl Groups {
                 .await
                 .map_err(wait_error)?;
         }
+        let snapshots = tokio::spawn(snapshot_trigger::run(
+            groups.rafts.clone(),
+            groups.db.clone(),
+            groups.meta_db.clone(),
+            config.snapshot_every,
+            groups.stop.subscribe(),
+        ));
+        groups.tasks.lock().push(snapshots);
         let has_peers = groups.sole_voter.iter().any(|alone| !alone);
         if has_peers {
             let balancer = tokio::spawn(balance_leaders(

@@ -1,0 +1,89 @@
+//! When each group this node replicates takes a snapshot.
+//!
+//! A snapshot dumps the group's whole keyspace between two applies, so snapshotting every fixed
+//! number of entries costs each write time in proportion to the keyspace: with 3 million keys
+//! in one group, a snapshot every 10,000 writes held the node's worker ~0.7 s each time
+//! (13k SET/s instead of 78k, p99 48 ms). Instead a group snapshots once it has applied, since
+//! its last snapshot, at least `--snapshot-every` entries *and* at least as many entries as it
+//! holds keys: a dump then costs about one key per write, and a restart replays a log about as
+//! long as the snapshot it loads (Redis rewrites its AOF on the same rule, at 100% growth).
+//! openraft's own policy is off (`SnapshotPolicy::Never`); this task triggers the snapshots.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+use parking_lot::RwLock;
+use tiering::Db;
+use tokio::sync::watch;
+
+use crate::typ::Raft;
+
+/// How often each group's progress is checked.
+const CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// Returns true once a group that applied `applied_since` entries since its last snapshot
+/// and holds `keys` keys should snapshot.
+pub(crate) fn is_due(applied_since: u64, snapshot_every: u64, keys: usize) -> bool {
+    applied_since >= snapshot_every.max(keys as u64)
+}
+
+/// Triggers the snapshots of the groups in `rafts` (the last one the metadata group, over
+/// `meta_db`; the others over `db`) until `stop` is set.
+pub(crate) async fn run(
+    rafts: Arc<RwLock<Vec<Option<Raft>>>>,
+    db: Arc<Db>,
+    meta_db: Arc<Db>,
+    snapshot_every: u64,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut tick = tokio::time::interval(CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stop| *stop) => return,
+        }
+        let current = rafts.read().clone();
+        let meta_group = current.len().saturating_sub(1);
+        for (group, raft) in current.iter().enumerate() {
+            let Some(raft) = raft else { continue };
+            let applied_since = {
+                let metrics = raft.metrics();
+                let metrics = metrics.borrow_watched();
+                let applied = metrics.last_applied.as_ref().map_or(0, |id| id.index + 1);
+                let snapshot = metrics.snapshot.as_ref().map_or(0, |id| id.index + 1);
+                applied.saturating_sub(snapshot)
+            };
+            let keys = if group == meta_group {
+                meta_db.group_len(0)
+            } else {
+                db.group_len(group)
+            };
+            // A trigger while the group still builds the previous snapshot is ignored.
+            if is_due(applied_since, snapshot_every, keys) {
+                if let Err(error) = raft.trigger().snapshot().await {
+                    tracing::debug!(group, %error, "snapshot trigger failed");
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_due;
+
+    #[test]
+    fn a_small_group_snapshots_every_snapshot_every_entries() {
+        assert!(!is_due(9_999, 10_000, 10));
+        assert!(is_due(10_000, 10_000, 10));
+    }
+
+    #[test]
+    fn a_large_group_waits_for_as_many_entries_as_it_holds_keys() {
+        assert!(!is_due(10_000, 10_000, 3_000_000));
+        assert!(!is_due(2_999_999, 10_000, 3_000_000));
+        assert!(is_due(3_000_000, 10_000, 3_000_000));
+    }
+}
