@@ -351,11 +351,18 @@ fn families(db: &DB) -> (&rocksdb::ColumnFamily, &rocksdb::ColumnFamily) {
     (family(CF_LOGS), family(CF_META))
 }
 
+/// Purges covering more entries than this delete them with one range tombstone.
+const RANGE_PURGE_OVER: u64 = 100_000;
+
 /// Adds to `batch` the deletion of a group's entries up to `log_id` and the new purge point.
 ///
 /// Point deletes of the entries that exist, not a range delete: openraft purges a few entries
 /// at a time, and every range tombstone in the memtable is paid for again by each new iterator
-/// (every log read), which slowed writes tenfold over a few minutes.
+/// (every log read), which slowed writes tenfold over a few minutes. Except for a purge of more
+/// than `RANGE_PURGE_OVER` entries (a group holding millions of keys snapshots that rarely, see
+/// `snapshot_trigger`): stepping through millions of entries and writing a tombstone for each
+/// held the writer, and every write of the node, for a second or more; so few range tombstones
+/// cost reads nothing measurable.
 fn purge(db: &DB, batch: &mut WriteBatch, group: GroupId, log_id: &LogId) -> io::Result<()> {
     let (logs, meta) = families(db);
     let previous: Option<LogId> = match db
@@ -367,6 +374,11 @@ fn purge(db: &DB, batch: &mut WriteBatch, group: GroupId, log_id: &LogId) -> io:
     };
     let from = previous.map_or(0, |id| id.index() + 1);
     let until = log_id.index() + 1;
+    if until.saturating_sub(from) > RANGE_PURGE_OVER {
+        batch.delete_range_cf(logs, log_key(group, from), log_key(group, until));
+        batch.put_cf(meta, meta_key(group, META_PURGED), encode(log_id)?);
+        return Ok(());
+    }
     let start = log_key(group, from);
     for item in db.iterator_cf(logs, IteratorMode::From(&start, Direction::Forward)) {
         let (key, _) = item.map_err(|e| io::Error::other(e.to_string()))?;
