@@ -38,7 +38,7 @@ pub struct Config {
     /// Number of slot groups the keyspace is split into (each is one raft group).
     pub groups: usize,
     /// A group snapshots its data, letting it drop older log entries, every this many entries
-    /// (and no sooner than it applied as many entries as it holds keys).
+    /// (and, holding over 100,000 keys, no sooner than it applied half as many entries).
     pub snapshot_every: u64,
     /// Worker threads serving clients (0: one per core minus one, at least one).
     pub threads: usize,

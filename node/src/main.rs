@@ -78,8 +78,8 @@ struct ServerArgs {
     /// Number of slot groups (raft groups) the 16384 slots are split into.
     #[arg(long)]
     groups: Option<usize>,
-    /// Entries between two snapshots of a group (at least: a group also waits for as many
-    /// entries as it holds keys).
+    /// Entries between two snapshots of a group (at least: a group holding over 100,000 keys
+    /// also waits for half as many entries as it holds keys).
     #[arg(long, value_name = "ENTRIES")]
     snapshot_every: Option<u64>,
     /// This node's id in --members.

@@ -49,8 +49,8 @@ pub struct GroupsConfig {
     pub groups: u32,
     /// Where the raft log store lives.
     pub dir: PathBuf,
-    /// A group snapshots its state (and may purge its log) every this many entries, and no
-    /// sooner than it applied as many entries as it holds keys (see `snapshot_trigger`).
+    /// A group snapshots its state (and may purge its log) every this many entries, and, holding
+    /// over 100,000 keys, no sooner than it applied half as many (see `snapshot_trigger`).
     pub snapshot_every: u64,
     /// Cut or slowed links between nodes: in-process tests only, None in a server.
     pub link_filter: Option<LinkFilter>,
