@@ -81,7 +81,7 @@ pub enum GroupsError {
 }
 
 /// State shared by `Groups` and its background tasks.
-type Shared<T> = Arc<RwLock<T>>;
+pub(crate) type Shared<T> = Arc<RwLock<T>>;
 
 /// The raft groups of one node.
 pub struct Groups {
@@ -747,6 +747,30 @@ async fn count_leader_changes(
     }
 }
 
+/// The rounds of a background task that visits every group this node runs, `period` apart.
+pub(crate) struct Rounds(tokio::time::Interval);
+
+impl Rounds {
+    pub(crate) fn every(period: Duration) -> Rounds {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        Rounds(tick)
+    }
+
+    /// Waits for the next round; returns the groups' rafts then (the metadata group's last),
+    /// or None once `stop` is set.
+    pub(crate) async fn next(
+        &mut self,
+        rafts: &Shared<Vec<Option<Raft>>>,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Option<Vec<Option<Raft>>> {
+        tokio::select! {
+            _ = self.0.tick() => Some(rafts.read().clone()),
+            _ = stop.wait_for(|stop| *stop) => None,
+        }
+    }
+}
+
 /// Hands each group this node leads, but should not, to its preferred leader once that node is
 /// up and caught up: after a failover or a restart, leadership returns to where the placement
 /// spreads it, so every node leads its share of groups. Only groups still replicated where the
@@ -759,14 +783,8 @@ async fn balance_leaders(
     pinned: Shared<BTreeSet<GroupId>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(BALANCE_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|stop| *stop) => return,
-        }
-        let current = rafts.read().clone();
+    let mut rounds = Rounds::every(BALANCE_EVERY);
+    while let Some(current) = rounds.next(&rafts, &mut stop).await {
         // The last is the metadata group's: its leader may be anywhere.
         let slot_groups = current.len().saturating_sub(1);
         for (group, raft) in current.iter().take(slot_groups).enumerate() {

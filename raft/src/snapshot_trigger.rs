@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
-use parking_lot::RwLock;
 use tiering::Db;
 use tokio::sync::watch;
 
+use crate::groups::{Rounds, Shared};
 use crate::typ::Raft;
 
 /// How often each group's progress is checked.
@@ -42,20 +42,14 @@ pub(crate) fn is_due(applied_since: u64, snapshot_every: u64, keys: usize) -> bo
 /// Triggers the snapshots of the groups in `rafts` (the last one the metadata group, over
 /// `meta_db`; the others over `db`) until `stop` is set.
 pub(crate) async fn run(
-    rafts: Arc<RwLock<Vec<Option<Raft>>>>,
+    rafts: Shared<Vec<Option<Raft>>>,
     db: Arc<Db>,
     meta_db: Arc<Db>,
     snapshot_every: u64,
     mut stop: watch::Receiver<bool>,
 ) {
-    let mut tick = tokio::time::interval(CHECK_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.wait_for(|stop| *stop) => return,
-        }
-        let current = rafts.read().clone();
+    let mut rounds = Rounds::every(CHECK_EVERY);
+    while let Some(current) = rounds.next(&rafts, &mut stop).await {
         let meta_group = current.len().saturating_sub(1);
         for (group, raft) in current.iter().enumerate() {
             let Some(raft) = raft else { continue };
