@@ -1,4 +1,5 @@
-//! openraft's async runtime: tokio, with its timers rounded onto a shared grid.
+//! openraft's async runtime: tokio, with its timers rounded onto a shared grid, and watch
+//! channels that wake no one when no one waits ([`crate::quiet_watch`]).
 //!
 //! Every raft group runs a tick task that wakes about five times per heartbeat interval, each
 //! group at its own random phase: 17 groups on a node woke its threads ~105 times a second
@@ -63,7 +64,7 @@ impl AsyncRuntime for CoarseTimers {
     type Timeout<R, T: Future<Output = R> + OptionalSend> = <Tokio as AsyncRuntime>::Timeout<R, T>;
     type ThreadLocalRng = <Tokio as AsyncRuntime>::ThreadLocalRng;
     type Mpsc = <Tokio as AsyncRuntime>::Mpsc;
-    type Watch = <Tokio as AsyncRuntime>::Watch;
+    type Watch = crate::quiet_watch::QuietWatch;
     type Oneshot = <Tokio as AsyncRuntime>::Oneshot;
     type Mutex<T: OptionalSend + 'static> = <Tokio as AsyncRuntime>::Mutex<T>;
 
@@ -139,6 +140,12 @@ mod tests {
             let offset = deadline.duration_since(origin).as_nanos() % GRAIN.as_nanos();
             assert_eq!(offset, 0, "{millis} ms is off the grid");
         }
+    }
+
+    /// openraft's conformance checks of a runtime, including the watch channel's semantics.
+    #[test]
+    fn conforms_to_openraft_runtime_suite() {
+        openraft::rt::testing::Suite::<CoarseTimers>::test_all();
     }
 
     #[tokio::test]

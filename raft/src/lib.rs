@@ -40,6 +40,8 @@ pub mod placement;
 pub mod placement_record;
 /// PUBLISH relayed to every member, as Redis Cluster broadcasts it.
 pub mod publish_relay;
+/// openraft's watch channels, waking receivers only when one waits.
+pub mod quiet_watch;
 /// Sending membership steps to a node's raft port.
 pub mod replica_call;
 /// Changing which nodes replicate a group: membership steps safe to retry.
