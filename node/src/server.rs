@@ -375,7 +375,7 @@ async fn expiry_cycle(server: Arc<Server>) {
             let request = Request {
                 now_ms,
                 seed: 0,
-                op: Op::Expire(keys.iter().map(|k| k.to_vec()).collect()),
+                op: Op::Expire(keys.iter().map(|k| k.to_vec()).collect()).into(),
             };
             // Waited for, so the next round does not propose the same keys again.
             if let Ok(pending) = server.groups.propose(group as u32, request).await {

@@ -575,7 +575,7 @@ impl Session {
         Request {
             now_ms: self.now_ms,
             seed: self.rng.next_u64(),
-            op,
+            op: op.into(),
         }
     }
 

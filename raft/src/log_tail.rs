@@ -180,7 +180,7 @@ fn approx_bytes(entry: &Entry) -> usize {
     let args = |args: &Vec<Vec<u8>>| args.iter().map(|a| a.len() + 24).sum::<usize>();
     OVERHEAD
         + match &entry.payload {
-            EntryPayload::Normal(request) => match &request.op {
+            EntryPayload::Normal(request) => match &*request.op {
                 Op::Command(command) => args(command),
                 Op::Transaction { commands, watches } => {
                     commands.iter().map(args).sum::<usize>()

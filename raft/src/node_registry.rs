@@ -188,7 +188,8 @@ impl Groups {
                         expired: watch.expired,
                         applied: watch.applied,
                     }],
-                },
+                }
+                .into(),
             };
             let pending = self
                 .propose(group, request)

@@ -1,4 +1,5 @@
 use std::fmt;
+use std::sync::Arc;
 
 use resp::Frame;
 use serde::{Deserialize, Serialize};
@@ -13,7 +14,10 @@ pub struct Request {
     pub now_ms: u64,
     /// Seed of the entry's random choices.
     pub seed: u64,
-    pub op: Op,
+    /// Shared, not owned: openraft clones each entry for the log tail, for every follower it
+    /// replicates to and for the state machine, and the arguments of a command are several
+    /// allocations each time. Serialized as the `Op` itself.
+    pub op: Arc<Op>,
 }
 
 /// The operation of a log entry.
@@ -68,7 +72,7 @@ impl fmt::Display for Request {
                 .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
                 .unwrap_or_default()
         };
-        match &self.op {
+        match &*self.op {
             Op::Command(args) => write!(f, "command {} at {}", name(args), self.now_ms),
             Op::Transaction { commands, .. } => {
                 write!(f, "transaction of {} at {}", commands.len(), self.now_ms)
@@ -121,4 +125,35 @@ pub enum Response {
     /// The command's slot is not this group's (it moved, or is moving, to another group):
     /// nothing was applied.
     NotOwned { slot: u16 },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The log on disk holds requests from before `op` was shared: the encoding must not change.
+    #[test]
+    fn a_shared_op_encodes_as_the_op_itself() {
+        #[derive(Serialize, Deserialize)]
+        struct OwnedRequest {
+            now_ms: u64,
+            seed: u64,
+            op: Op,
+        }
+        let op = Op::Command(vec![b"SET".to_vec(), b"key".to_vec(), b"value".to_vec()]);
+        let shared = Request {
+            now_ms: 7,
+            seed: 9,
+            op: Arc::new(op.clone()),
+        };
+        let owned = OwnedRequest {
+            now_ms: 7,
+            seed: 9,
+            op,
+        };
+        let encoded = postcard::to_allocvec(&shared).expect("encode");
+        assert_eq!(encoded, postcard::to_allocvec(&owned).expect("encode"));
+        let decoded: Request = postcard::from_bytes(&encoded).expect("decode");
+        assert_eq!(decoded, shared);
+    }
 }

@@ -142,7 +142,7 @@ impl Groups {
         let request = Request {
             now_ms: now_ms(),
             seed: 0,
-            op: crate::request::Op::Slots(op),
+            op: crate::request::Op::Slots(op).into(),
         };
         let pending = self
             .propose(group, request)

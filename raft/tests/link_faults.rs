@@ -113,7 +113,8 @@ async fn a_follower_cut_off_past_the_purged_log_installs_a_snapshot() {
                 b"SET".to_vec(),
                 format!("s{i}").into(),
                 i.to_string().into(),
-            ]),
+            ])
+            .into(),
         };
         pending.push(node.groups.propose(0, request).await.unwrap());
     }

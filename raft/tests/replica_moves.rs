@@ -28,7 +28,8 @@ async fn write_until(nodes: Vec<Arc<Groups>>, stop: Arc<AtomicBool>) -> Vec<u64>
                 b"SET".to_vec(),
                 format!("key{i}").into_bytes(),
                 i.to_string().into_bytes(),
-            ]),
+            ])
+            .into(),
         };
         let Some(leader) = nodes.iter().find(|groups| groups.is_leader(0)) else {
             tokio::time::sleep(Duration::from_millis(10)).await;

@@ -40,7 +40,7 @@ async fn set_in(
     let request = Request {
         now_ms: 1,
         seed: 0,
-        op: Op::Command(vec![b"SET".to_vec(), key.into(), value.into()]),
+        op: Op::Command(vec![b"SET".to_vec(), key.into(), value.into()]).into(),
     };
     groups.propose(group, request).await?.outcome().await
 }

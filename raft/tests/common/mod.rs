@@ -206,7 +206,7 @@ pub async fn set(node: &Node, key: &str, value: &str) -> Result<Response, Access
     let request = Request {
         now_ms: 1,
         seed: 0,
-        op: Op::Command(vec![b"SET".to_vec(), key.into(), value.into()]),
+        op: Op::Command(vec![b"SET".to_vec(), key.into(), value.into()]).into(),
     };
     node.groups.propose(0, request).await?.outcome().await
 }
