@@ -538,7 +538,7 @@ impl Session {
         args: &mut Vec<Bytes>,
         groups: GroupIds,
     ) -> Outcome {
-        let request = self.request(Op::Command(args.iter().map(|a| a.to_vec()).collect()));
+        let request = self.request(Op::Command(owned_args(args)));
         let then = if spec.has_flag("blocking") {
             let keys: Vec<Blob> = spec
                 .key_positions(args)
@@ -582,9 +582,7 @@ impl Session {
     /// The entry a blocked command proposes again after a wake-up.
     pub fn blocked_request(&mut self, blocked: &Blocked) -> Request {
         self.now_ms = unix_ms();
-        self.request(Op::Command(
-            blocked.args.iter().map(|a| a.to_vec()).collect(),
-        ))
+        self.request(Op::Command(owned_args(&blocked.args)))
     }
 
     /// Turns the result of a proposal into what the connection does next.
@@ -763,7 +761,7 @@ impl Session {
             .queued
             .iter()
             .filter(|(spec, _)| Db::handles(spec))
-            .map(|(_, args)| args.iter().map(|a| a.to_vec()).collect())
+            .map(|(_, args)| owned_args(args))
             .collect();
         let request = self.request(Op::Transaction { commands, watches });
         Outcome::Propose(Proposal {
@@ -918,6 +916,13 @@ fn request_slot(spec: &CommandSpec, args: &[Bytes]) -> Option<u16> {
 
 /// The slot a MOVED for `group` names: that of the request's first key in the group (the
 /// slot whose owner the client will update), else the group's first slot.
+/// A command's arguments as a log entry keeps them: each copied into its own allocation, since
+/// the decoder's `Bytes` share the connection's read buffer, which an entry kept in the log's
+/// tail (and a value kept in the keyspace) would otherwise pin whole.
+fn owned_args(args: &[Bytes]) -> Vec<Bytes> {
+    args.iter().map(|a| Bytes::copy_from_slice(a)).collect()
+}
+
 fn slot_in_group(db: &Db, spec: &CommandSpec, args: &[Bytes], group: u32) -> u16 {
     if let Some(sub) = spec.name.strip_prefix("cluster|") {
         if let Some(slot) = crate::cmd::cluster::slot_argument(sub, args) {

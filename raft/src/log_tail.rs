@@ -14,6 +14,7 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
+use bytes::Bytes;
 use openraft::entry::RaftEntry;
 use openraft::EntryPayload;
 
@@ -177,16 +178,17 @@ impl LogTail {
 /// Roughly what an entry holds in memory, for bounding the tail.
 fn approx_bytes(entry: &Entry) -> usize {
     const OVERHEAD: usize = 64;
-    let args = |args: &Vec<Vec<u8>>| args.iter().map(|a| a.len() + 24).sum::<usize>();
+    let args = |args: &[Bytes]| args.iter().map(|a| a.len() + 32).sum::<usize>();
+    let keys = |keys: &Vec<Vec<u8>>| keys.iter().map(|a| a.len() + 24).sum::<usize>();
     OVERHEAD
         + match &entry.payload {
             EntryPayload::Normal(request) => match &*request.op {
                 Op::Command(command) => args(command),
                 Op::Transaction { commands, watches } => {
-                    commands.iter().map(args).sum::<usize>()
+                    commands.iter().map(|c| args(c)).sum::<usize>()
                         + watches.iter().map(|w| w.key.len() + 32).sum::<usize>()
                 }
-                Op::Expire(keys) => args(keys),
+                Op::Expire(expired) => keys(expired),
                 Op::Slots(SlotOp::Import { page, .. } | SlotOp::ImportPage { page, .. }) => {
                     page.len()
                 }

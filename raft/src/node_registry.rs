@@ -182,7 +182,7 @@ impl Groups {
                 now_ms: now,
                 seed: 0,
                 op: Op::Transaction {
-                    commands: vec![command],
+                    commands: vec![command.into_iter().map(Bytes::from).collect()],
                     watches: vec![WatchedKey {
                         key: key.to_vec(),
                         expired: watch.expired,

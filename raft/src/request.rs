@@ -1,6 +1,8 @@
 use std::fmt;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use resp::Frame;
 use serde::{Deserialize, Serialize};
 
@@ -23,11 +25,12 @@ pub struct Request {
 /// The operation of a log entry.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum Op {
-    /// One write command, as its arguments (command name first).
-    Command(Vec<Vec<u8>>),
+    /// One write command, as its arguments (command name first). `Bytes`, so that applying it
+    /// hands the arguments to the keyspace without copying them (they encode as byte vectors).
+    Command(Vec<Bytes>),
     /// A MULTI/EXEC transaction: its commands apply as one step, unless a watched key changed.
     Transaction {
-        commands: Vec<Vec<Vec<u8>>>,
+        commands: Vec<Vec<Bytes>>,
         watches: Vec<WatchedKey>,
     },
     /// Keys the leader found expired: each is deleted if it is still expired at `now_ms`.
@@ -67,7 +70,7 @@ pub enum SlotOp {
 
 impl fmt::Display for Request {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let name = |args: &Vec<Vec<u8>>| {
+        let name = |args: &[Bytes]| {
             args.first()
                 .map(|n| String::from_utf8_lossy(n).to_ascii_lowercase())
                 .unwrap_or_default()
@@ -131,29 +134,63 @@ pub enum Response {
 mod tests {
     use super::*;
 
-    /// The log on disk holds requests from before `op` was shared: the encoding must not change.
+    /// The log on disk holds requests encoded before `op` was shared and before arguments were
+    /// `Bytes`: the encoding must not have changed.
     #[test]
-    fn a_shared_op_encodes_as_the_op_itself() {
-        #[derive(Serialize, Deserialize)]
-        struct OwnedRequest {
+    fn requests_encode_as_they_did_with_owned_ops_and_byte_vectors() {
+        #[derive(Serialize)]
+        struct OldRequest {
             now_ms: u64,
             seed: u64,
-            op: Op,
+            op: OldOp,
         }
-        let op = Op::Command(vec![b"SET".to_vec(), b"key".to_vec(), b"value".to_vec()]);
-        let shared = Request {
-            now_ms: 7,
-            seed: 9,
-            op: Arc::new(op.clone()),
+        #[derive(Serialize)]
+        enum OldOp {
+            Command(Vec<Vec<u8>>),
+            Transaction {
+                commands: Vec<Vec<Vec<u8>>>,
+                watches: Vec<WatchedKey>,
+            },
+        }
+        let args = [b"SET".to_vec(), b"key".to_vec(), vec![0, 255, 7]];
+        let watches = vec![WatchedKey {
+            key: b"key".to_vec(),
+            expired: false,
+            applied: 3,
+        }];
+        let bytes = || {
+            args.iter()
+                .map(|a| Bytes::copy_from_slice(a))
+                .collect::<Vec<_>>()
         };
-        let owned = OwnedRequest {
-            now_ms: 7,
-            seed: 9,
-            op,
-        };
-        let encoded = postcard::to_allocvec(&shared).expect("encode");
-        assert_eq!(encoded, postcard::to_allocvec(&owned).expect("encode"));
-        let decoded: Request = postcard::from_bytes(&encoded).expect("decode");
-        assert_eq!(decoded, shared);
+        let cases = [
+            (Op::Command(bytes()), OldOp::Command(args.to_vec())),
+            (
+                Op::Transaction {
+                    commands: vec![bytes(), bytes()],
+                    watches: watches.clone(),
+                },
+                OldOp::Transaction {
+                    commands: vec![args.to_vec(), args.to_vec()],
+                    watches,
+                },
+            ),
+        ];
+        for (op, old) in cases {
+            let request = Request {
+                now_ms: 7,
+                seed: 9,
+                op: Arc::new(op),
+            };
+            let old = OldRequest {
+                now_ms: 7,
+                seed: 9,
+                op: old,
+            };
+            let encoded = postcard::to_allocvec(&request).expect("encode");
+            assert_eq!(encoded, postcard::to_allocvec(&old).expect("encode"));
+            let decoded: Request = postcard::from_bytes(&encoded).expect("decode");
+            assert_eq!(decoded, request);
+        }
     }
 }

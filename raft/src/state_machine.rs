@@ -80,27 +80,23 @@ impl StateMachine {
     fn run(&self, ctx: ExecCtx, op: &Op) -> Response {
         let group = self.partition;
         match op {
-            Op::Command(args) => {
-                let args = to_bytes(args);
-                match CommandTable::get().lookup_request(&args) {
-                    Some(spec) => {
-                        let executed = self.db.execute_in_group(group, spec, &args, ctx);
-                        match (executed.moved, executed.block) {
-                            (Some(slot), _) => Response::NotOwned { slot },
-                            (None, Some(on)) => Response::WouldBlock {
-                                deadline_ms: on.deadline_ms,
-                            },
-                            (None, None) => Response::Reply(executed.reply),
-                        }
+            Op::Command(args) => match CommandTable::get().lookup_request(args) {
+                Some(spec) => {
+                    let executed = self.db.execute_in_group(group, spec, args, ctx);
+                    match (executed.moved, executed.block) {
+                        (Some(slot), _) => Response::NotOwned { slot },
+                        (None, Some(on)) => Response::WouldBlock {
+                            deadline_ms: on.deadline_ms,
+                        },
+                        (None, None) => Response::Reply(executed.reply),
                     }
-                    None => Response::Reply(unknown(&args)),
                 }
-            }
+                None => Response::Reply(unknown(args)),
+            },
             Op::Transaction { commands, watches } => {
-                let args: Vec<Vec<Bytes>> = commands.iter().map(|c| to_bytes(c)).collect();
                 let table = CommandTable::get();
-                let mut specs = Vec::with_capacity(args.len());
-                for a in &args {
+                let mut specs = Vec::with_capacity(commands.len());
+                for a in commands {
                     match table.lookup_request(a) {
                         Some(spec) => specs.push((spec, a.as_slice())),
                         None => return Response::Reply(unknown(a)),
@@ -221,10 +217,6 @@ impl StateMachine {
 
 /// Marks a snapshot that carries the group's slot state.
 const SNAPSHOT_MARKER: &[u8; 4] = b"ACSM";
-
-fn to_bytes(args: &[Vec<u8>]) -> Vec<Bytes> {
-    args.iter().map(|a| Bytes::copy_from_slice(a)).collect()
-}
 
 fn unknown(args: &[Bytes]) -> Frame {
     let name = args

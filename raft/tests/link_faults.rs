@@ -110,7 +110,7 @@ async fn a_follower_cut_off_past_the_purged_log_installs_a_snapshot() {
             now_ms: 1,
             seed: 0,
             op: Op::Command(vec![
-                b"SET".to_vec(),
+                "SET".into(),
                 format!("s{i}").into(),
                 i.to_string().into(),
             ])

@@ -25,9 +25,9 @@ async fn write_until(nodes: Vec<Arc<Groups>>, stop: Arc<AtomicBool>) -> Vec<u64>
             now_ms: 1,
             seed: 0,
             op: Op::Command(vec![
-                b"SET".to_vec(),
-                format!("key{i}").into_bytes(),
-                i.to_string().into_bytes(),
+                "SET".into(),
+                format!("key{i}").into(),
+                i.to_string().into(),
             ])
             .into(),
         };

@@ -40,7 +40,12 @@ async fn set_in(
     let request = Request {
         now_ms: 1,
         seed: 0,
-        op: Op::Command(vec![b"SET".to_vec(), key.into(), value.into()]).into(),
+        op: Op::Command(
+            [b"SET".as_slice(), key.as_bytes(), value.as_bytes()]
+                .map(bytes::Bytes::copy_from_slice)
+                .to_vec(),
+        )
+        .into(),
     };
     groups.propose(group, request).await?.outcome().await
 }

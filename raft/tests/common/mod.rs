@@ -206,7 +206,12 @@ pub async fn set(node: &Node, key: &str, value: &str) -> Result<Response, Access
     let request = Request {
         now_ms: 1,
         seed: 0,
-        op: Op::Command(vec![b"SET".to_vec(), key.into(), value.into()]).into(),
+        op: Op::Command(
+            [b"SET".as_slice(), key.as_bytes(), value.as_bytes()]
+                .map(bytes::Bytes::copy_from_slice)
+                .to_vec(),
+        )
+        .into(),
     };
     node.groups.propose(0, request).await?.outcome().await
 }
