@@ -376,19 +376,18 @@ fn purge(db: &DB, batch: &mut WriteBatch, group: GroupId, log_id: &LogId) -> io:
     let until = log_id.index() + 1;
     if until.saturating_sub(from) > RANGE_PURGE_OVER {
         batch.delete_range_cf(logs, log_key(group, from), log_key(group, until));
-        batch.put_cf(meta, meta_key(group, META_PURGED), encode(log_id)?);
-        return Ok(());
-    }
-    let start = log_key(group, from);
-    for item in db.iterator_cf(logs, IteratorMode::From(&start, Direction::Forward)) {
-        let (key, _) = item.map_err(|e| io::Error::other(e.to_string()))?;
-        if key.len() != 12 || key[..4] != group.to_be_bytes() {
-            break;
+    } else {
+        let start = log_key(group, from);
+        for item in db.iterator_cf(logs, IteratorMode::From(&start, Direction::Forward)) {
+            let (key, _) = item.map_err(|e| io::Error::other(e.to_string()))?;
+            if key.len() != 12 || key[..4] != group.to_be_bytes() {
+                break;
+            }
+            if u64::from_be_bytes(key[4..].try_into().expect("12-byte key")) >= until {
+                break;
+            }
+            batch.delete_cf(logs, key);
         }
-        if u64::from_be_bytes(key[4..].try_into().expect("12-byte key")) >= until {
-            break;
-        }
-        batch.delete_cf(logs, key);
     }
     batch.put_cf(meta, meta_key(group, META_PURGED), encode(log_id)?);
     Ok(())

@@ -178,7 +178,7 @@ where
     T: OptionalSend + OptionalSync,
 {
     async fn changed(&mut self) -> Result<(), RecvError> {
-        let shared = self.shared.clone();
+        let shared = &self.shared;
         loop {
             // Created before this receiver counts itself as waiting, so that any
             // `notify_waiters` after a missed version reaches it (see `wake_waiting`).
