@@ -33,6 +33,8 @@ use crate::typ::{Entry, GroupId, LogId, SnapshotMeta, TypeConfig, Vote};
 pub(crate) const CF_LOGS: &str = "logs";
 pub(crate) const CF_META: &str = "meta";
 const CF_SNAPSHOTS: &str = "snapshots";
+/// Room for a snapshot's metadata (its last log id, membership and id) in front of its data.
+const SNAPSHOT_META_ROOM: usize = 1024;
 
 pub(crate) const META_VOTE: u8 = 1;
 pub(crate) const META_COMMITTED: u8 = 2;
@@ -71,6 +73,11 @@ pub(crate) fn meta_key(group: GroupId, tag: u8) -> [u8; 5] {
 
 pub(crate) fn encode<T: Serialize>(value: &T) -> io::Result<Vec<u8>> {
     postcard::to_allocvec(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+/// Encodes `value` at the end of `out`.
+fn encode_into<T: Serialize>(value: &T, out: Vec<u8>) -> io::Result<Vec<u8>> {
+    postcard::to_extend(value, out).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
 }
 
 pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> io::Result<T> {
@@ -187,7 +194,12 @@ impl LogDb {
             .put_cf_opt(
                 self.cf(CF_SNAPSHOTS),
                 group.to_be_bytes(),
-                encode(&(meta, data))?,
+                encode_into(
+                    &(meta, data),
+                    // Sized up front: grown by doubling, a dump of a few megabytes was copied
+                    // a dozen times and every growth faulted in fresh pages.
+                    Vec::with_capacity(data.len() + SNAPSHOT_META_ROOM),
+                )?,
                 &options,
             )
             .map_err(db_error)

@@ -364,11 +364,9 @@ impl Db {
             .collect()
     }
 
-    /// Dumps one slot group's keys (a raft snapshot of the group).
-    pub fn dump_group(&self, group: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        snapshot::dump(&self.keyspaces[group].lock(), &mut out);
-        out
+    /// Appends a dump of one slot group's keys (a raft snapshot of the group) to `out`.
+    pub fn dump_group(&self, group: usize, out: &mut Vec<u8>) {
+        snapshot::dump(&self.keyspaces[group].lock(), out);
     }
 
     /// Replaces one slot group's keys with a dump taken at log index `index`.
