@@ -9,9 +9,10 @@ use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use futures::stream::TryReadyChunksError;
 use futures::TryStreamExt;
 use openraft::entry::RaftEntry;
-use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
+use openraft::storage::{ApplyResponder, EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use resp::{CommandTable, Frame};
 use tiering::{Blob, Db, ExecCtx, Watch};
@@ -20,8 +21,11 @@ use crate::log_store::LogDb;
 use crate::request::{Op, Request, Response, SlotOp};
 use crate::slot_calls::GroupSlots;
 use crate::typ::{
-    GroupId, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
+    Entry, GroupId, LogId, Snapshot, SnapshotData, SnapshotMeta, StoredMembership, TypeConfig,
 };
+
+/// How many ready entries are applied together, their keys looked up ahead of them.
+const PREFETCH_AHEAD: usize = 32;
 
 /// The state machine of one slot group.
 pub struct StateMachine {
@@ -67,6 +71,39 @@ impl StateMachine {
             clock_ms: 0,
             last_dump_len: 0,
         }
+    }
+
+    fn apply_entry(&mut self, entry: Entry, responder: Option<ApplyResponder<TypeConfig>>) {
+        let log_id = entry.log_id();
+        let response = match &entry.payload {
+            EntryPayload::Blank => Response::Nothing,
+            EntryPayload::Normal(request) => self.apply_request(log_id.index(), request),
+            EntryPayload::Membership(membership) => {
+                self.membership = StoredMembership::new(Some(log_id), membership.clone());
+                Response::Nothing
+            }
+        };
+        self.applied = Some(log_id);
+        if let Some(responder) = responder {
+            responder.send(response);
+        }
+    }
+
+    /// Starts loading into the CPU cache the keyspace entries the commands of `run` name first.
+    fn prefetch(&self, run: &[EntryResponder<TypeConfig>]) {
+        let keys = run.iter().filter_map(|(entry, _)| match &entry.payload {
+            EntryPayload::Normal(request) => match &*request.op {
+                // (A long argument is rarely a key, and hashing it would cost more than the
+                // miss it might save.)
+                Op::Command(args) => args
+                    .get(1)
+                    .filter(|key| key.len() <= 1024)
+                    .map(|key| key.as_ref()),
+                _ => None,
+            },
+            _ => None,
+        });
+        self.db.prefetch(self.partition, keys);
     }
 
     fn apply_request(&mut self, index: u64, request: &Request) -> Response {
@@ -241,28 +278,30 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         Ok((self.applied, self.membership.clone()))
     }
 
-    async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
+    async fn apply<Strm>(&mut self, entries: Strm) -> Result<(), io::Error>
     where
         Strm: futures::Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>>
             + Unpin
             + OptionalSend,
     {
-        while let Some((entry, responder)) = entries.try_next().await? {
-            let log_id = entry.log_id();
-            let response = match &entry.payload {
-                EntryPayload::Blank => Response::Nothing,
-                EntryPayload::Normal(request) => self.apply_request(log_id.index(), request),
-                EntryPayload::Membership(membership) => {
-                    self.membership = StoredMembership::new(Some(log_id), membership.clone());
-                    Response::Nothing
-                }
+        // Entries come in runs of those ready now, at most PREFETCH_AHEAD at a time: the keys
+        // of a run are looked up all at once first, so their cache misses overlap instead of
+        // each stalling the apply of its entry (a lookup was 10% of the worker under SET -P 16).
+        let mut runs = entries.try_ready_chunks(PREFETCH_AHEAD);
+        loop {
+            let (run, failed) = match runs.try_next().await {
+                Ok(Some(run)) => (run, None),
+                Ok(None) => return Ok(()),
+                Err(TryReadyChunksError(run, error)) => (run, Some(error)),
             };
-            self.applied = Some(log_id);
-            if let Some(responder) = responder {
-                responder.send(response);
+            self.prefetch(&run);
+            for (entry, responder) in run {
+                self.apply_entry(entry, responder);
+            }
+            if let Some(error) = failed {
+                return Err(error);
             }
         }
-        Ok(())
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {

@@ -305,6 +305,15 @@ impl Db {
         }
     }
 
+    /// Starts loading the entries of `keys` (all of `group`) into the CPU cache, ahead of
+    /// applying the writes that touch them.
+    pub fn prefetch<'a>(&self, group: usize, keys: impl Iterator<Item = &'a [u8]>) {
+        let ks = self.keyspaces[group].lock();
+        for key in keys {
+            ks.prefetch(key);
+        }
+    }
+
     /// Starts applying log entry `index` of `group`: the changes it makes are recorded under it
     /// (for WATCH).
     pub fn begin_apply(&self, group: usize, index: u64) {
