@@ -128,9 +128,10 @@ impl LogDb {
         let writer_db = db.clone();
         let counters = Arc::new(Counters::default());
         let writer_counters = counters.clone();
+        let teller = log_writer::Teller::start();
         let writer = std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || log_writer::run(&writer_db, &writer_counters, &writer_queue))
+            .spawn(move || log_writer::run(&writer_db, &writer_counters, &writer_queue, teller))
             .expect("spawn the raft log writer thread");
         Ok(Arc::new(LogDb {
             db,

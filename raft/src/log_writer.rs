@@ -201,12 +201,12 @@ impl LogQueue {
 
 /// Writes queued operations until the queue is closed and drained, with a syncer thread
 /// (owned here, joined before returning) making them durable and telling their waiters.
-pub(crate) fn run(db: &DB, counters: &Counters, queue: &LogQueue) {
+pub(crate) fn run(db: &DB, counters: &Counters, queue: &LogQueue, teller: Teller) {
     let unsynced = Unsynced::default();
     std::thread::scope(|scope| {
         std::thread::Builder::new()
             .name("raft-log-sync".into())
-            .spawn_scoped(scope, || sync_written(db, counters, &unsynced))
+            .spawn_scoped(scope, || sync_written(db, counters, &unsynced, teller))
             .expect("spawn the raft log syncer thread");
         while let Some(ops) = queue.next_batch() {
             let result = write(db, &ops);
@@ -268,7 +268,7 @@ impl Unsynced {
 ///
 /// RocksDB's `SyncWAL` runs alongside unsynced writes and makes durable every write that
 /// returned before it was called, which is what lets the writer go on meanwhile.
-fn sync_written(db: &DB, counters: &Counters, unsynced: &Unsynced) {
+fn sync_written(db: &DB, counters: &Counters, unsynced: &Unsynced, teller: Teller) {
     while let Some(batches) = unsynced.take() {
         let must_sync = batches.iter().any(|batch| batch.result == Ok(true));
         let synced = if must_sync {
@@ -287,9 +287,57 @@ fn sync_written(db: &DB, counters: &Counters, unsynced: &Unsynced) {
         } else {
             Ok(())
         };
+        let mut outcomes = Vec::new();
         for batch in batches {
             let result = batch.result.and_then(|_| synced.clone());
-            complete(counters, batch.ops, result);
+            complete(counters, batch.ops, result, &mut outcomes);
+        }
+        teller.tell(outcomes);
+    }
+}
+
+/// Tells the waiters of written operations (openraft, for appends) how their write went.
+///
+/// Telling openraft an append is durable wakes the task that forwards the group's IO
+/// completions to its core. Woken from the syncer thread, every wake-up is a remote schedule
+/// on the runtime and each one a syscall to unpark it: ~35,000 a second under unpipelined SET,
+/// eight per fsync. So when the store is opened inside a runtime, a task of that runtime tells
+/// the waiters instead, and the syncer wakes it once per fsync (unpipelined SET: 3-4% less CPU
+/// per write, 3-4% more writes a second).
+pub(crate) enum Teller {
+    /// No runtime at open: the syncer tells the waiters itself.
+    Inline,
+    /// The task that tells them; it ends when the syncer drops this sender.
+    Task(tokio::sync::mpsc::UnboundedSender<Vec<Outcome>>),
+}
+
+impl Teller {
+    /// A teller on the current runtime, if there is one.
+    pub(crate) fn start() -> Teller {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return Teller::Inline;
+        };
+        let (sender, mut batches) = tokio::sync::mpsc::unbounded_channel::<Vec<Outcome>>();
+        runtime.spawn(async move {
+            while let Some(outcomes) = batches.recv().await {
+                tell(outcomes);
+            }
+        });
+        Teller::Task(sender)
+    }
+
+    fn tell(&self, outcomes: Vec<Outcome>) {
+        if outcomes.is_empty() {
+            return;
+        }
+        match self {
+            Teller::Task(sender) => {
+                // The task is gone only with its runtime: then tell them here.
+                if let Err(unsent) = sender.send(outcomes) {
+                    tell(unsent.0);
+                }
+            }
+            Teller::Inline => tell(outcomes),
         }
     }
 }
@@ -393,29 +441,50 @@ fn purge(db: &DB, batch: &mut WriteBatch, group: GroupId, log_id: &LogId) -> io:
     Ok(())
 }
 
-/// Tells every operation's waiter how its write went, after updating the tails it changed.
-fn complete(counters: &Counters, ops: Vec<LogOp>, result: Result<(), String>) {
+/// Updates the tails that `ops` changed, and queues in `outcomes` what to tell their waiters.
+fn complete(
+    counters: &Counters,
+    ops: Vec<LogOp>,
+    result: Result<(), String>,
+    outcomes: &mut Vec<Outcome>,
+) {
     for op in ops {
-        match (op, &result) {
-            (op, Err(error)) => op.fail(error),
-            (
-                LogOp::Append {
-                    flushed, written, ..
-                },
-                Ok(()),
-            ) => {
-                written.tail.lock().written(written.seq);
-                counters.appends.fetch_add(1, Ordering::Relaxed);
-                flushed.io_completed(Ok(()));
+        if result.is_ok() {
+            match &op {
+                LogOp::Append { written, .. } => {
+                    written.tail.lock().written(written.seq);
+                    counters.appends.fetch_add(1, Ordering::Relaxed);
+                }
+                LogOp::Truncate { written, .. } => written.tail.lock().written(written.seq),
+                LogOp::Purge { .. }
+                | LogOp::Committed { .. }
+                | LogOp::Vote { .. }
+                | LogOp::Barrier { .. } => {}
             }
-            (LogOp::Truncate { written, .. }, Ok(())) => written.tail.lock().written(written.seq),
+        }
+        if op.is_urgent() || result.is_err() {
+            outcomes.push((op, result.clone()));
+        }
+    }
+}
+
+/// An operation whose waiter is to be told, and how its write and fsync went.
+type Outcome = (LogOp, Result<(), String>);
+
+/// Tells each waiter, in order: openraft keeps only a group's latest flush report, so a
+/// success reported after a failure would hide the failure.
+fn tell(outcomes: Vec<Outcome>) {
+    for (op, result) in outcomes {
+        match (op, result) {
+            (op, Err(error)) => op.fail(&error),
+            (LogOp::Append { flushed, .. }, Ok(())) => flushed.io_completed(Ok(())),
             (LogOp::Vote { done, .. }, Ok(())) => {
                 let _ = done.send(Ok(()));
             }
             (LogOp::Barrier { done }, Ok(())) => {
                 let _ = done.send(());
             }
-            (LogOp::Purge { .. } | LogOp::Committed { .. }, Ok(())) => {}
+            (LogOp::Truncate { .. } | LogOp::Purge { .. } | LogOp::Committed { .. }, Ok(())) => {}
         }
     }
 }

@@ -56,3 +56,38 @@ fn concurrent_appends_share_fsyncs() {
     );
     println!("{} appends, {} fsyncs", stats.appends, stats.fsyncs);
 }
+
+/// A store opened inside a runtime tells its appends' waiters from a task of that runtime
+/// (one wake-up per fsync); once that runtime is gone, the syncer tells them itself.
+#[test]
+fn appends_are_reported_from_the_opening_runtime_and_after_it_is_gone() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let current_thread = || {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+    };
+    let append = |db: std::sync::Arc<LogDb>, index: u64| async move {
+        let mut store = db.group(0);
+        let (tx, rx) = TypeConfig::oneshot();
+        store
+            .append(
+                [blank_ent::<TypeConfig>(1, 1, index)],
+                IOFlushed::signal(tx),
+            )
+            .await
+            .unwrap();
+        tokio::time::timeout(std::time::Duration::from_secs(10), rx)
+            .await
+            .unwrap_or_else(|_| panic!("append {index} never reported durable"))
+            .unwrap()
+            .unwrap();
+    };
+    let opening = current_thread();
+    let db = opening.block_on(async { LogDb::open(dir.path()).unwrap() });
+    opening.block_on(append(db.clone(), 1));
+    drop(opening);
+    current_thread().block_on(append(db.clone(), 2));
+    assert_eq!(db.stats().appends, 2);
+}
