@@ -26,7 +26,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import build, free_port, median, wait_port  # noqa: E402
+from compare import build, cpu_seconds, free_port, median, wait_port  # noqa: E402
 
 
 def start_cluster(binary, tmp, args):
@@ -46,17 +46,6 @@ def start_cluster(binary, tmp, args):
             break
     proc.kill()
     sys.exit("dev-cluster did not get ready")
-
-
-def cpu_seconds(pids):
-    """User plus system CPU time of processes `pids`, all their threads, in seconds."""
-    ticks = 0
-    for pid in pids:
-        with open("/proc/%d/stat" % pid) as f:
-            # The command name may hold spaces: fields count from after its closing paren.
-            fields = f.read().rsplit(")", 1)[1].split()
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def server_pids(cluster):

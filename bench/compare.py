@@ -6,7 +6,9 @@ and a redis-server (no persistence, or with `--redis-fsync always` an append-onl
 before every reply, the durability AutoCache gives) on free ports, runs
 redis-benchmark for each test against both, alternating which goes first, with and without
 pipelining, and prints AutoCache/Redis ratios of throughput (higher is better) and p99 latency
-(lower is better). Then loads the same number of keys into each and prints resident memory per
+(lower is better), and the CPU time each server spent per request (all its threads, from /proc:
+far steadier than throughput on a shared machine, so the figure to watch when changing the
+write path). Then loads the same number of keys into each and prints resident memory per
 key. Both servers run on the same machine as the load generator, so absolute numbers are noisy;
 the ratios are what to compare.
 
@@ -57,6 +59,17 @@ def wait_port(port, proc):
     sys.exit("server did not start on %d" % port)
 
 
+def cpu_seconds(pids):
+    """User plus system CPU time of processes `pids`, all their threads, in seconds."""
+    ticks = 0
+    for pid in pids:
+        with open("/proc/%d/stat" % pid) as f:
+            # The command name may hold spaces: fields count from after its closing paren.
+            fields = f.read().rsplit(")", 1)[1].split()
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
 def rss_bytes(pid):
     with open("/proc/%d/status" % pid) as f:
         for line in f:
@@ -90,16 +103,20 @@ def start(binary, tmp, args):
     return servers
 
 
-def bench(port, test, requests, clients, pipeline):
+def bench(server, test, requests, clients, pipeline):
+    """(rps, p99 ms, µs of the server's CPU per request) of one redis-benchmark run."""
+    proc, port = server
+    cpu_before = cpu_seconds([proc.pid])
     out = subprocess.run(
         ["redis-benchmark", "-p", str(port), "-c", str(clients), "-n", str(requests), "-t", test,
          "-P", str(pipeline), "--csv", "-r", "100000"],
         capture_output=True, text=True, check=True).stdout
+    cpu = cpu_seconds([proc.pid]) - cpu_before
     rows = list(csv.reader(io.StringIO(out)))
     header, data = rows[0], rows[1:]
     # The last row is the test itself (lrange first fills the list with LPUSH).
     row = dict(zip(header, data[-1]))
-    return float(row["rps"]), float(row["p99_latency_ms"])
+    return float(row["rps"]), float(row["p99_latency_ms"]), cpu * 1e6 / requests
 
 
 def flush(port):
@@ -154,8 +171,9 @@ def main():
                 print()
             print("redis-benchmark -c %d -n %d, %d round(s); ratio = median over rounds of autocache / redis"
                   % (args.clients, args.requests, args.rounds))
-            print("%-12s %3s %12s %12s %8s %9s %9s %8s" % (
-                "test", "-P", "redis rps", "autocache", "ratio", "redis p99", "ac p99", "p99 ratio"))
+            print("%-12s %3s %12s %12s %8s %9s %9s %8s %9s %9s" % (
+                "test", "-P", "redis rps", "autocache", "ratio", "redis p99", "ac p99", "p99 ratio",
+                "redis µs", "ac µs"))
             # Like a plain redis-benchmark run, the tests share one keyspace: GET reads what SET
             # wrote (random keys among 100000), LPOP pops what LPUSH pushed.
             for name in servers:
@@ -166,16 +184,17 @@ def main():
                     for r in range(args.rounds):
                         order = ["redis", "autocache"] if (i + r) % 2 == 0 else ["autocache", "redis"]
                         for name in order:
-                            results[name].append(bench(servers[name][1], test, args.requests, args.clients, pipeline))
+                            results[name].append(bench(servers[name], test, args.requests, args.clients, pipeline))
                     # Paired ratios per round, then the median: the machine is shared and noisy,
                     # and a pair of back-to-back runs sees the same noise.
                     rps = {k: median([x[0] for x in v]) for k, v in results.items()}
                     p99 = {k: median([x[1] for x in v]) for k, v in results.items()}
+                    cpu = {k: median([x[2] for x in v]) for k, v in results.items()}
                     rps_ratio = median([a[0] / r[0] for a, r in zip(results["autocache"], results["redis"])])
                     p99_ratio = median([a[1] / max(r[1], 1e-9) for a, r in zip(results["autocache"], results["redis"])])
-                    print("%-12s %3d %12.0f %12.0f %7.2fx %8.3fms %8.3fms %7.2fx" % (
+                    print("%-12s %3d %12.0f %12.0f %7.2fx %8.3fms %8.3fms %7.2fx %9.2f %9.2f" % (
                         test, pipeline, rps["redis"], rps["autocache"], rps_ratio,
-                        p99["redis"], p99["autocache"], p99_ratio))
+                        p99["redis"], p99["autocache"], p99_ratio, cpu["redis"], cpu["autocache"]))
                     sys.stdout.flush()
         finally:
             for proc, _ in servers.values():

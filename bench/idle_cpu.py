@@ -17,22 +17,12 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import build  # noqa: E402
-
-TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid):
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    # utime and stime are fields 14 and 15 of stat; fields[0] here is field 3.
-    return (int(fields[11]) + int(fields[12])) / TICKS
-
+from compare import build, cpu_seconds  # noqa: E402
 
 def measure(pids, seconds):
-    before = sum(cpu_seconds(p) for p in pids)
+    before = cpu_seconds(pids)
     time.sleep(seconds)
-    after = sum(cpu_seconds(p) for p in pids)
+    after = cpu_seconds(pids)
     return 100.0 * (after - before) / seconds
 
 
