@@ -914,8 +914,6 @@ fn request_slot(spec: &CommandSpec, args: &[Bytes]) -> Option<u16> {
     keys.first().map(|key| slot_of(&args[key.index]))
 }
 
-/// The slot a MOVED for `group` names: that of the request's first key in the group (the
-/// slot whose owner the client will update), else the group's first slot.
 /// A command's arguments as a log entry keeps them: each copied into its own allocation, since
 /// the decoder's `Bytes` share the connection's read buffer, which an entry kept in the log's
 /// tail (and a value kept in the keyspace) would otherwise pin whole.
@@ -923,6 +921,8 @@ fn owned_args(args: &[Bytes]) -> Vec<Bytes> {
     args.iter().map(|a| Bytes::copy_from_slice(a)).collect()
 }
 
+/// The slot a MOVED for `group` names: that of the request's first key in the group (the
+/// slot whose owner the client will update), else the group's first slot.
 fn slot_in_group(db: &Db, spec: &CommandSpec, args: &[Bytes], group: u32) -> u16 {
     if let Some(sub) = spec.name.strip_prefix("cluster|") {
         if let Some(slot) = crate::cmd::cluster::slot_argument(sub, args) {
