@@ -53,6 +53,25 @@ pub(crate) fn log_key(group: GroupId, index: u64) -> [u8; 12] {
     key
 }
 
+/// Obsolete WAL files kept to be overwritten by later WALs instead of deleted.
+///
+/// Every acknowledged write waits for a WAL fsync. Appending to a fresh file makes each
+/// fdatasync also commit the file's new size and block map to the ext4 journal; overwriting a
+/// recycled file flushes the data alone. Measured on this project's VM under unpipelined SET,
+/// once the WALs rotate: mean fsync 186-240 µs → 111-172 µs. RocksDB's recyclable record
+/// format names the WAL in every record, so records left from the file's previous life are
+/// never replayed (point-in-time recovery, the default mode, supports it). Costs up to this
+/// many WALs of disk.
+const RECYCLED_WALS: usize = 2;
+
+/// The WAL size at which RocksDB flushes the column families holding the oldest WAL.
+///
+/// The votes and snapshot metadata take few writes, so their memtables rarely fill and would
+/// keep every WAL since their last flush alive: RocksDB's default cap is four times the
+/// column families' write buffers, 1.5 GiB, all replayed on restart and never recycled. 128 MiB
+/// bounds the replay and lets old WALs be recycled.
+const MAX_WAL_BYTES: u64 = 128 << 20;
+
 /// Options of the log column family.
 ///
 /// Every group appends its entries in index order, but the groups' appends interleave in
@@ -117,6 +136,8 @@ impl LogDb {
         let mut options = Options::default();
         options.create_if_missing(true);
         options.create_missing_column_families(true);
+        options.set_recycle_log_file_num(RECYCLED_WALS);
+        options.set_max_total_wal_size(MAX_WAL_BYTES);
         let families = [
             ColumnFamilyDescriptor::new(CF_LOGS, log_family_options()?),
             ColumnFamilyDescriptor::new(CF_META, Options::default()),
