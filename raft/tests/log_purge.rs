@@ -1,6 +1,6 @@
-//! Purging a group's log: a few entries at a time (point deletes) and millions at once (one
-//! range tombstone, see `log_writer::purge`), both leaving exactly the entries after the purge
-//! point, across a reopen.
+//! Purging a group's log: a few entries at a time and millions at once (each purge one range
+//! tombstone from the previous purge point, see `log_writer::purge`), both leaving exactly the
+//! entries after the purge point, across a reopen.
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, RaftLogReader, RaftLogStorage};
