@@ -370,7 +370,8 @@ fn write(db: &DB, ops: &[LogOp]) -> Result<bool, String> {
                 batch.delete_cf(logs, log_key(*group, u64::MAX));
             }
             LogOp::Purge { group, log_id } => {
-                // A purge looks up what to delete: RocksDB must have what came before it.
+                // A purge reads the group's previous purge point: RocksDB must have what came
+                // before it.
                 if !batch.is_empty() {
                     db.write(std::mem::take(&mut batch))
                         .map_err(|e| e.to_string())?;
