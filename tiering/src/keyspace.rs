@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::BuildHasher;
 use std::ops::Range;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use hashbrown::HashTable;
 use rand::Rng;
@@ -97,6 +98,9 @@ pub const SLOTS_PER_CHUNK: usize = 16;
 /// Number of chunks of slots.
 pub const CHUNK_COUNT: usize = crate::slot::SLOT_COUNT / SLOTS_PER_CHUNK;
 
+/// Source of `Keyspace::id`.
+static NEXT_KEYSPACE_ID: AtomicU64 = AtomicU64::new(0);
+
 /// The keys of one slot group, and the slots it owns.
 ///
 /// Keys live in one hash table per chunk of 16 slots, so SCAN can walk chunk by chunk
@@ -137,6 +141,11 @@ pub struct Keyspace {
     pub stats: KeyspaceStats,
     /// The estimate of the memory the keys use (see `byte_meter`).
     bytes: ByteMeter,
+    /// This keyspace among all those the process created, and how many times its entries
+    /// changed: together they tell a dump taken a few chunks at a time whether the keys
+    /// changed between two chunks.
+    id: u64,
+    version: u64,
 }
 
 impl Keyspace {
@@ -162,7 +171,14 @@ impl Keyspace {
             hasher: Hasher::default(),
             stats: KeyspaceStats::default(),
             bytes: ByteMeter::default(),
+            id: NEXT_KEYSPACE_ID.fetch_add(1, Ordering::Relaxed),
+            version: 0,
         }
+    }
+
+    /// Changes whenever an entry changes, or the keyspace is replaced by another.
+    pub fn version(&self) -> (u64, u64) {
+        (self.id, self.version)
     }
 
     /// The slots this keyspace owns, and those moving in or out.
@@ -257,6 +273,7 @@ impl Keyspace {
 
     /// The value of `key` for writing; an expired key is removed first and reads as absent.
     pub fn get_mut(&mut self, key: &[u8], now_ms: u64) -> Option<&mut Value> {
+        self.version += 1;
         if self.raw_get(key)?.is_expired(now_ms) {
             self.remove(key);
             return None;
@@ -269,6 +286,7 @@ impl Keyspace {
 
     /// Stores `value` under `key` with a deadline (0: none), replacing any previous value.
     pub fn insert(&mut self, key: &[u8], value: Value, expire_at: u64) {
+        self.version += 1;
         let (table, hash) = self.locate(key);
         let hasher = &self.hasher;
         match self.tables[table].find_mut(hash, |e| e.key.as_ref() as &[u8] == key) {
@@ -295,6 +313,7 @@ impl Keyspace {
 
     /// Removes `key` (expired or not) and returns its entry.
     pub fn remove(&mut self, key: &[u8]) -> Option<Entry> {
+        self.version += 1;
         let (table, hash) = self.locate(key);
         let found = self.tables[table]
             .find_entry(hash, |e| e.key.as_ref() as &[u8] == key)
@@ -315,6 +334,7 @@ impl Keyspace {
 
     /// Sets or clears (0) the deadline of an existing key; returns false if it does not exist.
     pub fn set_expire(&mut self, key: &[u8], expire_at: u64) -> bool {
+        self.version += 1;
         let (table, hash) = self.locate(key);
         let Some(entry) = self.tables[table].find_mut(hash, |e| e.key.as_ref() as &[u8] == key)
         else {
@@ -433,6 +453,7 @@ impl Keyspace {
 
     /// Removes every key, recording the change of each for WATCH.
     pub fn clear(&mut self) {
+        self.version += 1;
         if self.len > 0 {
             // Every bucket holding a key changed; stamping them all is cheaper than finding them.
             let applying = self.applying;

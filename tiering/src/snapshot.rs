@@ -42,47 +42,56 @@ pub fn dump(keyspace: &Keyspace, out: &mut Vec<u8>) {
 
 /// Appends `count` entries (the length of `entries`) to `out`, in the same format.
 pub fn dump_entries<'a>(count: usize, entries: impl Iterator<Item = &'a Entry>, out: &mut Vec<u8>) {
+    dump_header(count, out);
+    entries.for_each(|entry| dump_entry(entry, out));
+}
+
+/// Appends the start of a dump of `count` entries to `out`: `dump_entry` must then append
+/// exactly that many.
+pub fn dump_header(count: usize, out: &mut Vec<u8>) {
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&(count as u64).to_le_bytes());
-    for entry in entries {
-        put_bytes(out, &entry.key);
-        out.extend_from_slice(&entry.expire_at().unwrap_or(0).to_le_bytes());
-        match &entry.value {
-            Value::Str(s, kind) => {
-                out.push(0);
-                out.push(match kind {
-                    StrKind::Set => 0,
-                    StrKind::Raw => 1,
-                    StrKind::Float => 2,
-                });
-                put_bytes(out, s);
+}
+
+/// Appends one entry of a dump to `out`.
+pub fn dump_entry(entry: &Entry, out: &mut Vec<u8>) {
+    put_bytes(out, &entry.key);
+    out.extend_from_slice(&entry.expire_at().unwrap_or(0).to_le_bytes());
+    match &entry.value {
+        Value::Str(s, kind) => {
+            out.push(0);
+            out.push(match kind {
+                StrKind::Set => 0,
+                StrKind::Raw => 1,
+                StrKind::Float => 2,
+            });
+            put_bytes(out, s);
+        }
+        Value::List(list) => {
+            out.push(1);
+            put_count(out, list.len());
+            list.iter().for_each(|item| put_bytes(out, item));
+        }
+        Value::Hash(hash) => {
+            out.push(2);
+            put_count(out, hash.len());
+            for (field, value) in hash.iter() {
+                put_bytes(out, field);
+                put_bytes(out, value);
             }
-            Value::List(list) => {
-                out.push(1);
-                put_count(out, list.len());
-                list.iter().for_each(|item| put_bytes(out, item));
-            }
-            Value::Hash(hash) => {
-                out.push(2);
-                put_count(out, hash.len());
-                for (field, value) in hash.iter() {
-                    put_bytes(out, field);
-                    put_bytes(out, value);
-                }
-            }
-            Value::Set(set) => {
-                out.push(3);
-                put_count(out, set.len());
-                set.iter().for_each(|member| put_bytes(out, member));
-            }
-            Value::ZSet(zset) => {
-                out.push(4);
-                put_count(out, zset.len());
-                for i in 0..zset.len() {
-                    let (member, score) = zset.get_index(i).expect("index below len");
-                    put_bytes(out, member);
-                    out.extend_from_slice(&score.to_bits().to_le_bytes());
-                }
+        }
+        Value::Set(set) => {
+            out.push(3);
+            put_count(out, set.len());
+            set.iter().for_each(|member| put_bytes(out, member));
+        }
+        Value::ZSet(zset) => {
+            out.push(4);
+            put_count(out, zset.len());
+            for i in 0..zset.len() {
+                let (member, score) = zset.get_index(i).expect("index below len");
+                put_bytes(out, member);
+                out.extend_from_slice(&score.to_bits().to_le_bytes());
             }
         }
     }
