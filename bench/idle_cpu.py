@@ -6,7 +6,7 @@ system CPU time of its server processes over a window (from /proc/PID/stat). The
 node with SIGKILL and measures the survivors the same way: a node that is down must not make
 the others busy. The goal for three nodes with the default 16 groups is under 5% of one core.
 
-Usage: bench/idle_cpu.py [--nodes 3] [--groups 16] [--seconds 60]
+Usage: bench/idle_cpu.py [--nodes 3] [--groups 16] [--seconds 60] [--binary PATH]
 """
 import argparse
 import os
@@ -31,9 +31,10 @@ def main():
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--groups", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--binary", help="an autocache binary (default: build the release one)")
     args = parser.parse_args()
 
-    binary = build()
+    binary = args.binary or build()
     with tempfile.TemporaryDirectory() as tmp:
         # Client, raft (+10000) and metrics (+20000) ports all below Linux's ephemeral range
         # (32768 on), where an outgoing connection could take one first.

@@ -404,23 +404,32 @@ fn redis_rs_keeps_writing_through_a_node_failure() {
         let mut acked = vec![0u64; keys.len()];
         let mut last_acked = vec![Instant::now(); keys.len()];
         let mut attempted = vec![0u64; keys.len()];
+        // What each key's last failed call answered, and when (to tell a stuck group from a
+        // stuck client route when the assertion below fails).
+        let mut last_error: Vec<Option<(Instant, String)>> = vec![None; keys.len()];
         let mut connection = client.get_connection().unwrap();
         let (mut errors, mut longest_gap) = (0, Duration::ZERO);
+        let mut slowest_call = (Duration::ZERO, 0);
         let mut last_success = Instant::now();
-        let deadline = Instant::now() + Duration::from_secs(12);
+        let started = Instant::now();
+        let deadline = started + Duration::from_secs(12);
         let mut n = 0;
         while Instant::now() < deadline {
             let i = n % keys.len();
             attempted[i] += 1;
-            match connection.set::<_, _, ()>(&keys[i], attempted[i]) {
+            let call = Instant::now();
+            let result = connection.set::<_, _, ()>(&keys[i], attempted[i]);
+            slowest_call = slowest_call.max((call.elapsed(), i));
+            match result {
                 Ok(()) => {
                     acked[i] = attempted[i];
                     last_acked[i] = Instant::now();
                     longest_gap = longest_gap.max(last_success.elapsed());
                     last_success = Instant::now();
                 }
-                Err(_) => {
+                Err(error) => {
                     errors += 1;
+                    last_error[i] = Some((Instant::now(), error.to_string()));
                     std::thread::sleep(Duration::from_millis(50));
                     if let Ok(fresh) = client.get_connection() {
                         connection = fresh;
@@ -430,11 +439,18 @@ fn redis_rs_keeps_writing_through_a_node_failure() {
             n += 1;
         }
         // Every key is written again after the failure: its group has a leader again.
-        for (key, at) in keys.iter().zip(&last_acked) {
+        for (i, key) in keys.iter().enumerate() {
+            let since = deadline.saturating_duration_since(last_acked[i]);
             assert!(
-                deadline.saturating_duration_since(*at) < Duration::from_secs(4),
-                "{key} was last written {:?} before the end",
-                deadline.saturating_duration_since(*at)
+                since < Duration::from_secs(4),
+                "{key} was last written {since:?} before the end; its last error: {:?}; \
+                 the slowest call took {:?} (key {}); {} attempts in all, {errors} errors",
+                last_error[i]
+                    .as_ref()
+                    .map(|(at, error)| (at.duration_since(started), error)),
+                slowest_call.0,
+                keys[slowest_call.1],
+                n,
             );
         }
         (keys, acked, attempted, errors, longest_gap, client)

@@ -5,8 +5,14 @@
 //! group at its own random phase: 17 groups on a node woke its threads ~105 times a second
 //! when idle, and the wake-ups, not the work done in them, were most of an idle cluster's CPU.
 //! Rounding each timer's deadline up to the next line of one process-wide grid makes the ticks
-//! of all groups (and the heartbeats they send) fire together: one wake-up per grid line. The
-//! grid is laid on the wall clock, so the nodes of a cluster share it too.
+//! of all groups (and the heartbeats they send) fire together: one wake-up per grid line.
+//!
+//! The grid must not be shared between nodes. Elections start on ticks: two followers whose
+//! ticks fall on the same instants campaign at the same instant whenever their random election
+//! timeouts end between the same two ticks (about one round in four here), split the vote, and
+//! do it again. A grid laid on the wall clock did exactly that: after a node was killed, a group
+//! went 6.6 s without a leader. So each process lays its grid at a random phase, and draws a new
+//! phase every [`ERA`]: two nodes whose phases happen to be close do not stay unlucky.
 //!
 //! Raft's safety does not depend on timers firing early, and a wait made up to [`GRAIN`]
 //! longer only delays a heartbeat or an election check by that much, against an 800 ms
@@ -14,15 +20,21 @@
 //! 1 µs IO batching on the write path) and `timeout`s (which bound waits that normally end
 //! early) are left exact.
 
+use std::collections::hash_map::RandomState;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::sync::OnceLock;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use openraft::{AsyncRuntime, Instant as _, OptionalSend};
 use openraft_rt_tokio::{TokioInstant, TokioRuntime};
 
 /// The spacing of the grid that timers are rounded up to.
 pub const GRAIN: Duration = Duration::from_millis(50);
+
+/// How long the grid keeps one phase: a deadline is rounded onto the grid of the era it falls
+/// in.
+pub const ERA: Duration = Duration::from_secs(10);
 
 /// Waits shorter than this are not rounded.
 pub const EXACT_BELOW: Duration = Duration::from_millis(2);
@@ -33,26 +45,32 @@ pub struct CoarseTimers(TokioRuntime);
 
 type Tokio = TokioRuntime;
 
+/// Where this process's grid starts, and the random source of its phases.
+fn grid() -> &'static (tokio::time::Instant, RandomState) {
+    static GRID: OnceLock<(tokio::time::Instant, RandomState)> = OnceLock::new();
+    // `RandomState` is seeded randomly per process: its hashes are this process's own dice.
+    GRID.get_or_init(|| (tokio::time::Instant::now(), RandomState::new()))
+}
+
+/// The phase of the grid in `era`: how far past each multiple of GRAIN its lines fall.
+fn phase_nanos(era: u128) -> u128 {
+    grid().1.hash_one(era) as u128 % GRAIN.as_nanos()
+}
+
 /// The instant a sleep of `wait` from now should end: now + `wait`, rounded up to the grid.
 fn aligned_deadline(wait: Duration) -> tokio::time::Instant {
-    static ORIGIN: OnceLock<tokio::time::Instant> = OnceLock::new();
     let now = tokio::time::Instant::now();
     if wait < EXACT_BELOW {
         return now + wait;
     }
-    let origin = *ORIGIN.get_or_init(|| {
-        // Lines fall on whole multiples of GRAIN of the wall clock: nodes whose clocks agree
-        // tick together, so a peer's heartbeat arrives while this node is awake anyway.
-        let into_line = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |since| since.as_nanos() % GRAIN.as_nanos());
-        now.checked_sub(Duration::from_nanos(into_line as u64))
-            .unwrap_or(now)
-    });
-    let since_origin = (now + wait).duration_since(origin).as_nanos();
+    let origin = grid().0;
+    let target = (now + wait).duration_since(origin).as_nanos();
     let grain = GRAIN.as_nanos();
-    let lines = since_origin.div_ceil(grain);
-    origin + Duration::from_nanos((lines * grain) as u64)
+    let phase = phase_nanos(target / ERA.as_nanos());
+    // The first line at or after the target: phase + k * grain, k >= 0.
+    let lines = target.saturating_sub(phase).div_ceil(grain);
+    let line = phase + lines * grain;
+    origin + Duration::from_nanos(line as u64)
 }
 
 impl AsyncRuntime for CoarseTimers {
@@ -130,16 +148,29 @@ mod tests {
 
     #[tokio::test]
     async fn waits_end_on_grid_lines_never_early() {
-        let origin = aligned_deadline(GRAIN); // fixes the origin if no one did yet
-        for millis in [3, 49, 50, 51, 162, 800] {
+        let origin = grid().0;
+        for millis in [3, 49, 50, 51, 162, 800, 2400] {
             let wait = Duration::from_millis(millis);
             let now = tokio::time::Instant::now();
             let deadline = aligned_deadline(wait);
             assert!(deadline >= now + wait, "{millis} ms ended early");
             assert!(deadline < now + wait + GRAIN, "{millis} ms rounded too far");
-            let offset = deadline.duration_since(origin).as_nanos() % GRAIN.as_nanos();
-            assert_eq!(offset, 0, "{millis} ms is off the grid");
+            let since = deadline.duration_since(origin).as_nanos();
+            let phase = phase_nanos(since / ERA.as_nanos());
+            assert_eq!(
+                since.checked_sub(phase).map(|d| d % GRAIN.as_nanos()),
+                Some(0),
+                "{millis} ms is off the grid"
+            );
         }
+    }
+
+    #[test]
+    fn the_grid_changes_phase_from_era_to_era() {
+        let phases: std::collections::BTreeSet<u128> = (0..64).map(phase_nanos).collect();
+        assert!(phases.iter().all(|&phase| phase < GRAIN.as_nanos()));
+        // 64 draws over 50 million nanoseconds: a repeat would mean the phase is not drawn.
+        assert!(phases.len() > 60, "only {} distinct phases", phases.len());
     }
 
     /// openraft's conformance checks of a runtime, including the watch channel's semantics.

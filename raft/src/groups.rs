@@ -22,7 +22,7 @@ use crate::publish_relay::PublishRelay;
 use crate::service::{self, BindError, Registry};
 use crate::snapshot_trigger;
 use crate::state_machine::StateMachine;
-use crate::typ::{GroupId, NodeAddr, NodeId, Raft};
+use crate::typ::{GroupId, NodeAddr, NodeId, Raft, TypeConfig};
 
 /// How long a starting node waits for each of its groups to have a leader.
 const LEADER_WAIT: Duration = Duration::from_secs(30);
@@ -35,6 +35,10 @@ const TASK_STOP_WAIT: Duration = Duration::from_millis(500);
 
 /// How long a stopping node waits for the groups it led to get new leaders.
 const HAND_OFF_WAIT: Duration = Duration::from_secs(3);
+
+/// A stopping leader hands a group only to a follower that acknowledged it this recently: an
+/// idle follower answers a heartbeat every 800 ms, or a little later.
+const HAND_OFF_RECENT_ACK: Duration = Duration::from_secs(2);
 
 /// A preferred leader is given its group only if it acknowledged the leader this recently.
 const BALANCE_RECENT_ACK: Duration = Duration::from_secs(1);
@@ -686,6 +690,8 @@ impl Groups {
             if self.is_sole_voter(group) || !self.is_leader(group) {
                 continue;
             }
+            // A follower that stopped answering (a dead node) would take the group and never
+            // lead it: the group would wait out an election timeout instead of one redirect.
             let target = {
                 let metrics = raft.metrics();
                 let metrics = metrics.borrow_watched();
@@ -693,6 +699,7 @@ impl Groups {
                     replication
                         .iter()
                         .filter(|(id, _)| **id != self.node_id)
+                        .filter(|(id, _)| acked_within(&metrics, **id, HAND_OFF_RECENT_ACK))
                         .max_by_key(|(_, matched)| matched.as_ref().map(|log_id| log_id.index))
                         .map(|(id, _)| *id)
                 })
@@ -741,10 +748,25 @@ async fn count_leader_changes(
         }
         let now = server.borrow_watched().current_leader;
         if now != leader {
+            tracing::info!(group, leader = ?now, previous = ?leader, "group leader changed");
             metrics.leader_changes.with_label_values(&[&label]).inc();
             leader = now;
         }
     }
+}
+
+/// Whether `node` acknowledged this leader's heartbeat less than `recent` ago (false when this
+/// node does not lead).
+fn acked_within(
+    metrics: &openraft::RaftMetrics<TypeConfig>,
+    node: NodeId,
+    recent: Duration,
+) -> bool {
+    metrics
+        .heartbeat
+        .as_ref()
+        .and_then(|acks| acks.get(&node).cloned().flatten())
+        .is_some_and(|at| openraft::Instant::elapsed(&*at) < recent)
 }
 
 /// The rounds of a background task that visits every group this node runs, `period` apart.
@@ -806,11 +828,7 @@ async fn balance_leaders(
                     .as_ref()
                     .and_then(|r| r.get(&preferred).cloned().flatten())
                     .map(|log_id| log_id.index);
-                let acked = metrics
-                    .heartbeat
-                    .as_ref()
-                    .and_then(|h| h.get(&preferred).cloned().flatten())
-                    .is_some_and(|at| openraft::Instant::elapsed(&*at) < BALANCE_RECENT_ACK);
+                let acked = acked_within(&metrics, preferred, BALANCE_RECENT_ACK);
                 metrics.current_leader == Some(node_id)
                     && as_placed
                     && acked

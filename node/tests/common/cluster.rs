@@ -52,6 +52,12 @@ fn free_base_port(nodes: u16) -> u16 {
     }
 }
 
+/// The nodes' log filter: `default`, unless `AUTOCACHE_TEST_RUST_LOG` says otherwise (to chase
+/// a flaky failure with more detail in the log tails a failed test prints).
+fn node_log_filter(default: &str) -> String {
+    std::env::var("AUTOCACHE_TEST_RUST_LOG").unwrap_or_else(|_| default.to_string())
+}
+
 impl DevCluster {
     /// Starts `nodes` nodes with extra dev-cluster flags and waits until every group has a
     /// leader.
@@ -75,7 +81,7 @@ impl DevCluster {
             .arg("--data-dir")
             .arg(&dir)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", node_log_filter("warn"))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -197,7 +203,7 @@ impl DevCluster {
         command.args(&self.extra);
         let log = std::fs::File::create(self.restart_log(id)).expect("create the restart log");
         let mut child = command
-            .env("RUST_LOG", "info,openraft=error")
+            .env("RUST_LOG", node_log_filter("info,openraft=error"))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""How long the groups of a killed node stay unwritable.
+
+Each round starts a fresh `autocache dev-cluster` (release build), lets leadership settle,
+kills one node with SIGKILL, and then writes one key of every slot group through a survivor,
+following MOVED redirections and retrying CLUSTERDOWN, TRYAGAIN and refused connections, until
+every group took a write. It prints, per round, how long the slowest group took and how many
+groups had to fail over; at the end, the spread over all rounds.
+
+A dead leader is replaced once its followers' leases lapse (about twice the election timeout,
+4-5 s here); a split vote costs another election timeout (1.7-2.4 s) each time it repeats.
+
+Usage: bench/failover.py [--rounds 10] [--nodes 3] [--groups 16] [--binary PATH]
+"""
+import argparse
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from compare import build  # noqa: E402
+
+SLOTS = 16384
+
+
+def crc16(data):
+    crc = 0
+    for byte in data:
+        crc ^= byte << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) & 0xFFFF if crc & 0x8000 else (crc << 1) & 0xFFFF
+    return crc
+
+
+def key_per_group(groups):
+    """One key whose slot lies in each group's contiguous slot range."""
+    per_group = SLOTS // groups
+    keys = {}
+    i = 0
+    while len(keys) < groups:
+        key = "failover:%d" % i
+        keys.setdefault(min(crc16(key.encode()) % SLOTS // per_group, groups - 1), key)
+        i += 1
+    return [keys[g] for g in range(groups)]
+
+
+def command(port, *args, timeout=1.0):
+    """Sends one command; returns its reply line (without CRLF), or None if the node is down."""
+    request = b"*%d\r\n" % len(args) + b"".join(
+        b"$%d\r\n%s\r\n" % (len(a.encode()), a.encode()) for a in args)
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=timeout) as conn:
+            conn.sendall(request)
+            reply = b""
+            while not reply.endswith(b"\r\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    return None
+                reply += chunk
+            return reply[:-2].decode()
+    except OSError:
+        return None
+
+
+def write_following(port, key, alive_ports):
+    """One attempt to SET `key`, following MOVED; True once a node acknowledged it."""
+    for _ in range(4):
+        reply = command(port, "SET", key, "1")
+        if reply is None:
+            return False
+        if reply == "+OK":
+            return True
+        if reply.startswith("-MOVED "):
+            port = int(reply.rsplit(":", 1)[1])
+            if port not in alive_ports:
+                return False
+            continue
+        return False  # CLUSTERDOWN, TRYAGAIN, an unknown outcome: try again later
+    return False
+
+
+def leaders(port, groups):
+    """The client port of each group's leader as `port` sees it (CLUSTER SLOTS)."""
+    out = subprocess.run(["redis-cli", "-p", str(port), "--csv", "cluster", "slots"],
+                         capture_output=True, text=True).stdout
+    # Ranges print as start,end,"host",port,"id",... all on one line.
+    by_slot = {int(start): int(port)
+               for start, _end, port in re.findall(r'(\d+),(\d+),"[^"]*",(\d+)', out)}
+    per_group = SLOTS // groups
+    return [by_slot.get(g * per_group) for g in range(groups)]
+
+
+def one_round(binary, args, victim, base):
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster = subprocess.Popen(
+            [binary, "dev-cluster", "--nodes", str(args.nodes), "--base-port", str(base),
+             "--data-dir", os.path.join(tmp, "cluster"), "--groups", str(args.groups)],
+            stdout=subprocess.PIPE, text=True, env=dict(os.environ, RUST_LOG="warn"))
+        pids = []
+        for line in cluster.stdout:
+            if line.startswith("node ") and " pid " in line:
+                pids.append(int(line.rsplit(" pid ", 1)[1]))
+            if line.startswith("cluster ready"):
+                break
+        else:
+            sys.exit("dev-cluster did not get ready")
+        try:
+            time.sleep(args.settle)  # leadership moves to the preferred leaders first
+            ports = [base + i for i in range(args.nodes)]
+            victim_port = ports[victim]
+            alive = [p for p in ports if p != victim_port]
+            led = leaders(alive[0], args.groups)
+            orphaned = sum(1 for port in led if port == victim_port)
+            keys = key_per_group(args.groups)
+            os.kill(pids[victim], signal.SIGKILL)
+            killed = time.monotonic()
+            pending = set(range(args.groups))
+            took = {}
+            while pending and time.monotonic() - killed < args.limit:
+                for group in sorted(pending):
+                    if write_following(alive[group % len(alive)], keys[group], alive):
+                        took[group] = time.monotonic() - killed
+                        pending.discard(group)
+                time.sleep(0.01)
+            return orphaned, took, pending
+        finally:
+            cluster.send_signal(signal.SIGTERM)
+            cluster.wait()
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--groups", type=int, default=16)
+    parser.add_argument("--settle", type=float, default=5.0,
+                        help="seconds between the cluster being ready and the kill")
+    parser.add_argument("--limit", type=float, default=30.0,
+                        help="seconds after the kill before a group counts as stuck")
+    parser.add_argument("--binary", help="an autocache binary (default: build the release one)")
+    args = parser.parse_args()
+
+    binary = args.binary or build()
+    # Client, raft (+10000) and metrics (+20000) ports below the ephemeral range.
+    base = 2000 + (os.getpid() % 1000) * 10
+    slowest = []
+    for n in range(args.rounds):
+        orphaned, took, stuck = one_round(binary, args, n % args.nodes, base)
+        worst = max(took.values(), default=0.0)
+        slowest.append(worst if not stuck else float("inf"))
+        print("round %d: node %d killed, it led %d groups; every group written again after %.2fs%s"
+              % (n + 1, n % args.nodes + 1, orphaned, worst,
+                 "; STUCK: groups %s" % sorted(stuck) if stuck else ""), flush=True)
+    slowest.sort()
+    print("slowest group per round over %d rounds: min %.2fs, median %.2fs, max %.2fs"
+          % (len(slowest), slowest[0], slowest[len(slowest) // 2], slowest[-1]))
+
+
+if __name__ == "__main__":
+    main()
