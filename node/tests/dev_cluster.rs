@@ -492,6 +492,32 @@ fn a_graceful_stop_hands_leadership_over_first() {
 }
 
 #[test]
+fn groups_left_idle_after_a_graceful_stop_take_writes_at_once() {
+    let mut cluster = DevCluster::start(3, &[]);
+    // Node 1 is the preferred leader of every third group (16 groups of 1024 slots): the
+    // others' balancers hand these back to it as long as it acknowledges them, so up to its
+    // very last heartbeat.
+    let p1 = cluster.port(1);
+    let keys: Vec<String> = (0..16u16)
+        .step_by(3)
+        .map(|group| key_in(p1, &[(group * 1024, group * 1024 + 1023)], "idle:").0)
+        .collect();
+    std::thread::sleep(Duration::from_secs(3)); // leadership settles where placement puts it
+    cluster.stop(1);
+    // No writes for a while, as idle groups see none: a group handed back to node 1 just as
+    // it stopped must not wait out an election (about 4 s) for its next write.
+    std::thread::sleep(Duration::from_millis(1500));
+    for key in &keys {
+        let (reply, took) = cluster.cmd_following(2, &["SET", key, "x"], Duration::from_secs(15));
+        assert_eq!(reply, Frame::simple("OK"));
+        assert!(
+            took < Duration::from_secs(1),
+            "{key}: the first write took {took:?}"
+        );
+    }
+}
+
+#[test]
 fn publish_reaches_subscribers_on_every_node() {
     let cluster = DevCluster::start(3, &[]);
     let mut subscribers: Vec<RawClient> = [2, 3]

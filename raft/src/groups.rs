@@ -13,6 +13,7 @@ use tiering::Db;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::hand_over::{acked_within, hand_over, live_follower};
 use crate::link_filter::LinkFilter;
 use crate::log_store::LogDb;
 use crate::metrics::RaftMetrics;
@@ -22,7 +23,7 @@ use crate::publish_relay::PublishRelay;
 use crate::service::{self, BindError, Registry};
 use crate::snapshot_trigger;
 use crate::state_machine::StateMachine;
-use crate::typ::{GroupId, NodeAddr, NodeId, Raft, TypeConfig};
+use crate::typ::{GroupId, NodeAddr, NodeId, Raft};
 
 /// How long a starting node waits for each of its groups to have a leader.
 const LEADER_WAIT: Duration = Duration::from_secs(30);
@@ -35,10 +36,6 @@ const TASK_STOP_WAIT: Duration = Duration::from_millis(500);
 
 /// How long a stopping node waits for the groups it led to get new leaders.
 const HAND_OFF_WAIT: Duration = Duration::from_secs(3);
-
-/// A stopping leader hands a group only to a follower that acknowledged it this recently: an
-/// idle follower answers a heartbeat every 800 ms, or a little later.
-const HAND_OFF_RECENT_ACK: Duration = Duration::from_secs(2);
 
 /// A preferred leader is given its group only if it acknowledged the leader this recently.
 const BALANCE_RECENT_ACK: Duration = Duration::from_secs(1);
@@ -682,50 +679,30 @@ impl Groups {
     /// timeout. From now on this node refuses leadership offered by others' balancers.
     async fn hand_off_leadership(&self) {
         self.registry.refuse_leadership();
-        let mut handed = Vec::new();
         let rafts = self.rafts.read().clone();
-        for (group, raft) in rafts.iter().enumerate() {
+        let handing = rafts.iter().enumerate().filter_map(|(group, raft)| {
             let group = group as GroupId;
-            let Some(raft) = raft else { continue };
+            let raft = raft.as_ref()?;
             if self.is_sole_voter(group) || !self.is_leader(group) {
-                continue;
+                return None;
             }
-            // A follower that stopped answering (a dead node) would take the group and never
-            // lead it: the group would wait out an election timeout instead of one redirect.
-            let target = {
-                let metrics = raft.metrics();
-                let metrics = metrics.borrow_watched();
-                metrics.replication.as_ref().and_then(|replication| {
-                    replication
-                        .iter()
-                        .filter(|(id, _)| **id != self.node_id)
-                        .filter(|(id, _)| acked_within(&metrics, **id, HAND_OFF_RECENT_ACK))
-                        .max_by_key(|(_, matched)| matched.as_ref().map(|log_id| log_id.index))
-                        .map(|(id, _)| *id)
-                })
-            };
-            let Some(target) = target else { continue };
-            match raft.trigger().transfer_leader(target).await {
-                Ok(()) => handed.push(group),
-                Err(error) => tracing::warn!(group, %error, "leader hand-off failed"),
+            // Only to a follower still answering: a dead node would take the group and never
+            // lead it.
+            let target = live_follower(raft, self.node_id, None)?;
+            Some(hand_over(raft, self.node_id, group, target))
+        });
+        let handed = tokio::time::timeout(HAND_OFF_WAIT, futures::future::join_all(handing)).await;
+        match handed {
+            Ok(handed) if !handed.is_empty() => {
+                let kept = handed.iter().filter(|&&left| !left).count();
+                tracing::info!(
+                    handed = handed.len() - kept,
+                    kept,
+                    "handed leadership off before stopping"
+                );
             }
-        }
-        let deadline = tokio::time::Instant::now() + HAND_OFF_WAIT;
-        while handed.iter().any(|&group| self.is_leader(group))
-            && tokio::time::Instant::now() < deadline
-        {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if !handed.is_empty() {
-            let kept = handed
-                .iter()
-                .filter(|&&group| self.is_leader(group))
-                .count();
-            tracing::info!(
-                handed = handed.len() - kept,
-                kept,
-                "handed leadership off before stopping"
-            );
+            Ok(_) => {}
+            Err(_elapsed) => tracing::warn!("leader hand-off did not finish before stopping"),
         }
     }
 }
@@ -753,20 +730,6 @@ async fn count_leader_changes(
             leader = now;
         }
     }
-}
-
-/// Whether `node` acknowledged this leader's heartbeat less than `recent` ago (false when this
-/// node does not lead).
-fn acked_within(
-    metrics: &openraft::RaftMetrics<TypeConfig>,
-    node: NodeId,
-    recent: Duration,
-) -> bool {
-    metrics
-        .heartbeat
-        .as_ref()
-        .and_then(|acks| acks.get(&node).cloned().flatten())
-        .is_some_and(|at| openraft::Instant::elapsed(&*at) < recent)
 }
 
 /// The rounds of a background task that visits every group this node runs, `period` apart.
@@ -809,6 +772,7 @@ async fn balance_leaders(
     while let Some(current) = rounds.next(&rafts, &mut stop).await {
         // The last is the metadata group's: its leader may be anywhere.
         let slot_groups = current.len().saturating_sub(1);
+        let mut handing = Vec::new();
         for (group, raft) in current.iter().take(slot_groups).enumerate() {
             let group = group as GroupId;
             let Some(raft) = raft else { continue };
@@ -841,10 +805,9 @@ async fn balance_leaders(
                     to = preferred,
                     "handing leadership to the preferred leader"
                 );
-                if let Err(error) = raft.trigger().transfer_leader(preferred).await {
-                    tracing::warn!(group, %error, "leader transfer failed");
-                }
+                handing.push(hand_over(raft, node_id, group, preferred));
             }
         }
+        futures::future::join_all(handing).await;
     }
 }

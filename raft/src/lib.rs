@@ -18,6 +18,8 @@ pub mod coarse_timers;
 pub mod coordinator;
 /// A node's groups: starting, finding and stopping them.
 pub mod groups;
+/// Handing a group's leadership to a follower, redirected if the follower does not take it.
+mod hand_over;
 /// Fault injection between the nodes of an in-process test cluster.
 pub mod link_filter;
 /// The RocksDB log store shared by a node's groups.

@@ -1,0 +1,101 @@
+//! Handing a group's leadership from this node to a follower, without leaving the group stuck
+//! when the follower cannot take it.
+//!
+//! Once openraft's leader starts a transfer it takes no more writes (it forwards them to the
+//! target), stops its heartbeats, and never cancels: if the target died, is stopping, or was
+//! cut off, the group takes no write until the other followers' leases lapse and one of them
+//! is elected, about twice the election timeout. Both of this node's own transfers race
+//! against exactly that: the leader balancer sees a node acknowledge and hands it a group just
+//! as it stops, and a stopping node may hand its groups to a follower that just died. So a
+//! transfer that did not happen within [`TRANSFER_TAKEN`] is redirected to the live follower
+//! that is most caught up (openraft lets a transferring leader pick a new target).
+
+use std::time::Duration;
+
+use openraft::async_runtime::watch::WatchReceiver;
+
+use crate::typ::{GroupId, NodeId, Raft, TypeConfig};
+
+/// How long a transfer may take before the group is handed to another follower instead: one
+/// takes ~10 ms (a vote round between two nodes). Should the first target campaign late anyway,
+/// the leader's own vote decides between the two candidates: no split vote.
+pub(crate) const TRANSFER_TAKEN: Duration = Duration::from_millis(500);
+
+/// A follower counts as live if it acknowledged this leader this recently: an idle follower
+/// answers a heartbeat every 800 ms, or a little later.
+pub(crate) const LIVE_ACK: Duration = Duration::from_secs(2);
+
+/// Whether `node` acknowledged this leader's heartbeat less than `recent` ago (false when this
+/// node does not lead).
+pub(crate) fn acked_within(
+    metrics: &openraft::RaftMetrics<TypeConfig>,
+    node: NodeId,
+    recent: Duration,
+) -> bool {
+    metrics
+        .heartbeat
+        .as_ref()
+        .and_then(|acks| acks.get(&node).cloned().flatten())
+        .is_some_and(|at| openraft::Instant::elapsed(&*at) < recent)
+}
+
+/// The follower of the group `raft` leads here that matched the most of its log, among those
+/// that acknowledged it within [`LIVE_ACK`], other than `except`.
+pub(crate) fn live_follower(
+    raft: &Raft,
+    node_id: NodeId,
+    except: Option<NodeId>,
+) -> Option<NodeId> {
+    let metrics = raft.metrics();
+    let metrics = metrics.borrow_watched();
+    metrics.replication.as_ref().and_then(|replication| {
+        replication
+            .iter()
+            .filter(|(id, _)| **id != node_id && Some(**id) != except)
+            .filter(|(id, _)| acked_within(&metrics, **id, LIVE_ACK))
+            .max_by_key(|(_, matched)| matched.as_ref().map(|log_id| log_id.index))
+            .map(|(id, _)| *id)
+    })
+}
+
+/// Hands `group`, which this node leads, to `to`; if this node still leads it after
+/// [`TRANSFER_TAKEN`], to the most caught-up live follower other than `to`. Returns whether
+/// leadership left this node.
+pub(crate) async fn hand_over(raft: &Raft, node_id: NodeId, group: GroupId, to: NodeId) -> bool {
+    let mut target = to;
+    for attempt in 0..2 {
+        if let Err(error) = raft.trigger().transfer_leader(target).await {
+            tracing::warn!(group, to = target, %error, "leader transfer failed");
+            return false;
+        }
+        let left = raft
+            .wait(Some(TRANSFER_TAKEN))
+            .metrics(
+                |metrics| metrics.current_leader != Some(node_id),
+                "leadership left this node",
+            )
+            .await
+            .is_ok();
+        if left {
+            return true;
+        }
+        match live_follower(raft, node_id, Some(target)).filter(|_| attempt == 0) {
+            Some(next) => {
+                tracing::warn!(
+                    group,
+                    to = target,
+                    instead = next,
+                    "leader transfer not taken in time; handing the group to another follower"
+                );
+                target = next;
+            }
+            None => break,
+        }
+    }
+    tracing::warn!(
+        group,
+        to = target,
+        "leader transfer not taken; the group waits for an election"
+    );
+    false
+}
