@@ -12,7 +12,7 @@
 /// Proposing writes and fencing reads, for client connections.
 pub mod client;
 
-/// openraft's runtime: tokio with timers aligned on a shared grid, so idle groups wake together.
+/// openraft's runtime: tokio with timers on a per-process grid, so idle groups wake together.
 pub mod coarse_timers;
 /// Moving replicas and leadership across nodes, one retried step at a time.
 pub mod coordinator;
