@@ -65,12 +65,15 @@ fn aligned_deadline(wait: Duration) -> tokio::time::Instant {
     }
     let origin = grid().0;
     let target = (now + wait).duration_since(origin).as_nanos();
+    origin + Duration::from_nanos(line_at_or_after(target) as u64)
+}
+
+/// The first grid line at or after `target` (both in nanoseconds since the grid's origin), on
+/// the grid of the era `target` falls in: phase + k * GRAIN, k >= 0.
+fn line_at_or_after(target: u128) -> u128 {
     let grain = GRAIN.as_nanos();
     let phase = phase_nanos(target / ERA.as_nanos());
-    // The first line at or after the target: phase + k * grain, k >= 0.
-    let lines = target.saturating_sub(phase).div_ceil(grain);
-    let line = phase + lines * grain;
-    origin + Duration::from_nanos(line as u64)
+    phase + target.saturating_sub(phase).div_ceil(grain) * grain
 }
 
 impl AsyncRuntime for CoarseTimers {
@@ -147,20 +150,35 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn waits_end_on_grid_lines_never_early() {
-        let origin = grid().0;
+    async fn waits_end_never_early_and_at_most_a_grain_late() {
         for millis in [3, 49, 50, 51, 162, 800, 2400] {
             let wait = Duration::from_millis(millis);
             let now = tokio::time::Instant::now();
             let deadline = aligned_deadline(wait);
             assert!(deadline >= now + wait, "{millis} ms ended early");
             assert!(deadline < now + wait + GRAIN, "{millis} ms rounded too far");
-            let since = deadline.duration_since(origin).as_nanos();
-            let phase = phase_nanos(since / ERA.as_nanos());
+        }
+    }
+
+    #[test]
+    fn targets_round_up_onto_their_eras_grid() {
+        let (grain, era) = (GRAIN.as_nanos(), ERA.as_nanos());
+        // Around the start, inside an era, and just before and after era boundaries.
+        let targets = [0, 1, grain - 1, grain, 7 * grain + 3, era / 2]
+            .into_iter()
+            .chain((1..4).flat_map(|k| [k * era - 1, k * era, k * era + grain + 1]));
+        for target in targets {
+            let line = line_at_or_after(target);
+            let phase = phase_nanos(target / era);
+            assert!(line >= target, "{target}: rounded down to {line}");
+            assert!(
+                line < target + grain,
+                "{target}: rounded up too far, to {line}"
+            );
             assert_eq!(
-                since.checked_sub(phase).map(|d| d % GRAIN.as_nanos()),
-                Some(0),
-                "{millis} ms is off the grid"
+                (line - phase) % grain,
+                0,
+                "{target}: {line} is off its era's grid"
             );
         }
     }

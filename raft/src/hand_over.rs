@@ -62,40 +62,38 @@ pub(crate) fn live_follower(
 /// [`TRANSFER_TAKEN`], to the most caught-up live follower other than `to`. Returns whether
 /// leadership left this node.
 pub(crate) async fn hand_over(raft: &Raft, node_id: NodeId, group: GroupId, to: NodeId) -> bool {
-    let mut target = to;
-    for attempt in 0..2 {
-        if let Err(error) = raft.trigger().transfer_leader(target).await {
-            tracing::warn!(group, to = target, %error, "leader transfer failed");
-            return false;
-        }
-        let left = raft
-            .wait(Some(TRANSFER_TAKEN))
-            .metrics(
-                |metrics| metrics.current_leader != Some(node_id),
-                "leadership left this node",
-            )
-            .await
-            .is_ok();
-        if left {
-            return true;
-        }
-        match live_follower(raft, node_id, Some(target)).filter(|_| attempt == 0) {
-            Some(next) => {
-                tracing::warn!(
-                    group,
-                    to = target,
-                    instead = next,
-                    "leader transfer not taken in time; handing the group to another follower"
-                );
-                target = next;
-            }
-            None => break,
-        }
+    if transfer_taken(raft, node_id, group, to).await {
+        return true;
     }
+    let Some(instead) = live_follower(raft, node_id, Some(to)) else {
+        tracing::warn!(
+            group,
+            to,
+            "leader transfer not taken; the group waits for an election"
+        );
+        return false;
+    };
     tracing::warn!(
         group,
-        to = target,
-        "leader transfer not taken; the group waits for an election"
+        to,
+        instead,
+        "leader transfer not taken in time; handing the group to another follower"
     );
-    false
+    transfer_taken(raft, node_id, group, instead).await
+}
+
+/// Starts a transfer of `group` to `to` and waits up to [`TRANSFER_TAKEN`] for leadership to
+/// leave this node; returns whether it did.
+async fn transfer_taken(raft: &Raft, node_id: NodeId, group: GroupId, to: NodeId) -> bool {
+    if let Err(error) = raft.trigger().transfer_leader(to).await {
+        tracing::warn!(group, to, %error, "leader transfer failed");
+        return false;
+    }
+    raft.wait(Some(TRANSFER_TAKEN))
+        .metrics(
+            |metrics| metrics.current_leader != Some(node_id),
+            "leadership left this node",
+        )
+        .await
+        .is_ok()
 }
