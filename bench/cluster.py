@@ -23,29 +23,17 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dev_cluster  # noqa: E402
 from compare import build, cpu_seconds, free_port, median, wait_port  # noqa: E402
 
 
 def start_cluster(binary, tmp, args):
-    # dev-cluster takes base-port .. base-port + nodes - 1, and raft ports 10000 above.
-    # Client, raft (+10000) and metrics (+20000) ports all below Linux's ephemeral range
-    # (32768 on), where an outgoing connection could take one first.
-    base = 2000 + (os.getpid() % 1000) * 10
-    command = [binary, "dev-cluster", "--nodes", str(args.nodes), "--base-port", str(base),
-               "--data-dir", os.path.join(tmp, "cluster"), "--groups", str(args.groups)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
-                            env=dict(os.environ, RUST_LOG="warn"))
-    deadline = time.time() + 90
-    for line in proc.stdout:
-        if line.startswith("cluster ready"):
-            return proc, base
-        if time.time() > deadline:
-            break
-    proc.kill()
-    sys.exit("dev-cluster did not get ready")
+    base = dev_cluster.base_port()
+    proc, _pids = dev_cluster.start(binary, os.path.join(tmp, "cluster"), args.nodes,
+                                    args.groups, base)
+    return proc, base
 
 
 def server_pids(cluster):

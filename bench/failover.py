@@ -29,6 +29,7 @@ import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dev_cluster  # noqa: E402
 from compare import build  # noqa: E402
 
 SLOTS = 16384
@@ -103,18 +104,8 @@ def leaders(port, groups):
 
 def one_round(binary, args, victim, base):
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = subprocess.Popen(
-            [binary, "dev-cluster", "--nodes", str(args.nodes), "--base-port", str(base),
-             "--data-dir", os.path.join(tmp, "cluster"), "--groups", str(args.groups)],
-            stdout=subprocess.PIPE, text=True, env=dict(os.environ, RUST_LOG="warn"))
-        pids = []
-        for line in cluster.stdout:
-            if line.startswith("node ") and " pid " in line:
-                pids.append(int(line.rsplit(" pid ", 1)[1]))
-            if line.startswith("cluster ready"):
-                break
-        else:
-            sys.exit("dev-cluster did not get ready")
+        cluster, pids = dev_cluster.start(binary, os.path.join(tmp, "cluster"), args.nodes,
+                                          args.groups, base)
         try:
             time.sleep(args.settle)  # leadership moves to the preferred leaders first
             ports = [base + i for i in range(args.nodes)]
@@ -160,8 +151,7 @@ def main():
     args = parser.parse_args()
 
     binary = args.binary or build()
-    # Client, raft (+10000) and metrics (+20000) ports below the ephemeral range.
-    base = 2000 + (os.getpid() % 1000) * 10
+    base = dev_cluster.base_port()
     slowest = []
     for n in range(args.rounds):
         orphaned, took, stuck = one_round(binary, args, n % args.nodes, base)

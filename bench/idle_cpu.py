@@ -11,12 +11,12 @@ Usage: bench/idle_cpu.py [--nodes 3] [--groups 16] [--seconds 60] [--binary PATH
 import argparse
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import dev_cluster  # noqa: E402
 from compare import build, cpu_seconds  # noqa: E402
 
 def measure(pids, seconds):
@@ -36,21 +36,8 @@ def main():
 
     binary = args.binary or build()
     with tempfile.TemporaryDirectory() as tmp:
-        # Client, raft (+10000) and metrics (+20000) ports all below Linux's ephemeral range
-        # (32768 on), where an outgoing connection could take one first.
-        base = 2000 + (os.getpid() % 1000) * 10
-        cluster = subprocess.Popen(
-            [binary, "dev-cluster", "--nodes", str(args.nodes), "--base-port", str(base),
-             "--data-dir", os.path.join(tmp, "cluster"), "--groups", str(args.groups)],
-            stdout=subprocess.PIPE, text=True, env=dict(os.environ, RUST_LOG="warn"))
-        pids = []
-        for line in cluster.stdout:
-            if line.startswith("node ") and " pid " in line:
-                pids.append(int(line.rsplit(" pid ", 1)[1]))
-            if line.startswith("cluster ready"):
-                break
-        else:
-            sys.exit("dev-cluster did not get ready")
+        cluster, pids = dev_cluster.start(binary, os.path.join(tmp, "cluster"), args.nodes,
+                                          args.groups, dev_cluster.base_port())
         try:
             time.sleep(3)  # let leadership settle after the last transfer
             idle = measure(pids, args.seconds)
