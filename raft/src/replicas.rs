@@ -21,6 +21,7 @@ use openraft::ChangeMembers;
 use serde::{Deserialize, Serialize};
 
 use crate::groups::Groups;
+use crate::hand_over::hand_over;
 use crate::typ::{GroupId, NodeAddr, NodeId, Raft, TypeConfig};
 
 /// A learner is promoted once it is at most this many entries behind the leader's log: the
@@ -524,7 +525,8 @@ impl Groups {
 
     /// Leader: hands `group`'s leadership to voter `to` and waits until this node sees it
     /// lead. From then on the leader balancer leaves the group where it was put. Done if `to`
-    /// leads already.
+    /// leads already. If `to` does not take it in time, another live follower does and the
+    /// call fails as not transferred (transient: sent again to the new leader, it retries).
     pub async fn transfer_leadership(
         &self,
         group: GroupId,
@@ -548,21 +550,23 @@ impl Groups {
         }
         // Pinned before the transfer, so this node's balancer does not race it.
         self.pinned.write().insert(group);
-        raft.trigger()
-            .transfer_leader(to)
-            .await
-            .map_err(|e| ReplicaError::Raft {
-                group,
-                message: e.to_string(),
-            })?;
-        let moved = raft
+        // A target that dies or stalls (paused, cut off) must not leave the group without a
+        // writable leader until an election: `hand_over` gives it to another live follower
+        // then, and the caller's retry, sent to that new leader, tries `to` again.
+        let me = self.node_id();
+        if !hand_over(&raft, me, group, to).await {
+            return Err(ReplicaError::NotTransferred { group, to });
+        }
+        let new_leader = raft
             .wait(Some(TRANSFER_WAIT))
             .metrics(
-                |metrics| metrics.current_leader == Some(to),
+                |metrics| metrics.current_leader.is_some_and(|leader| leader != me),
                 "leadership transferred",
             )
-            .await;
-        if moved.is_err() {
+            .await
+            .ok()
+            .and_then(|metrics| metrics.current_leader);
+        if new_leader != Some(to) {
             return Err(ReplicaError::NotTransferred { group, to });
         }
         tracing::info!(group, to, "transferred leadership");

@@ -1,6 +1,7 @@
 //! Moving a group's replicas between nodes while it takes writes: a new node joins, the
 //! leader's replica moves onto it by joint consensus, and every acknowledged write survives.
-//! An interrupted move completes when it is run again.
+//! An interrupted move completes when it is run again, and an operator's leadership transfer
+//! to a node that died leaves the group to a live follower at once.
 
 mod common;
 
@@ -188,6 +189,43 @@ async fn a_move_interrupted_after_promotion_completes_when_run_again() {
         .await;
     assert_eq!(voters(&cluster, leader), BTreeSet::from([1, 2, 4]));
     assert!(cluster.node(3).groups.raft(0).is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leadership_transfer_to_a_dead_node_leaves_the_group_to_a_live_follower() {
+    let mut cluster = Cluster::start(10_000).await;
+    let leader = cluster.wait_settled().await;
+    common::commit(cluster.node(leader), "k", "v1").await;
+    // The operator picked node 2, which died before the transfer reached it.
+    cluster.stop(2).await;
+    let started = Instant::now();
+    let transfer = cluster
+        .node(leader)
+        .groups
+        .answer(ReplicaCall::TransferLeadership { group: 0, to: 2 })
+        .await;
+    let answered = started.elapsed();
+    assert!(
+        matches!(
+            transfer,
+            Err(ReplicaError::NotTransferred { group: 0, to: 2 })
+        ),
+        "{transfer:?}"
+    );
+    // openraft's transferring leader takes no writes and never cancels; left alone, the
+    // group would wait for an election (and the call for its 10 s timeout).
+    assert!(
+        answered < Duration::from_secs(3),
+        "answered after {answered:?}"
+    );
+    cluster.wait_leader(&[1, 3], Duration::from_secs(2)).await;
+    common::commit_to_leader(&cluster, &[1, 3], "k", "v2").await;
+    let written = started.elapsed();
+    eprintln!("the group took a write {written:?} after the transfer started");
+    assert!(
+        written < Duration::from_secs(4),
+        "first write after {written:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
