@@ -8,8 +8,8 @@ following MOVED redirections and retrying CLUSTERDOWN, TRYAGAIN and refused conn
 every group took a write. It prints, per round, how long the slowest group took from the first
 attempt and how many groups had to fail over; at the end, the spread over all rounds.
 
-A dead leader is replaced once its followers' leases lapse (about twice the election timeout,
-4-5 s here); a split vote costs another election timeout (1.7-2.4 s) each time it repeats.
+A dead leader is replaced once its followers' leases lapse and then an election timeout ends
+(1.6 s + 1.0-1.6 s here); a split vote costs another election timeout each time it repeats.
 
 With --graceful the node is stopped with SIGTERM instead: it hands the groups it leads to
 caught-up followers first, so each should take a write again at once (one redirect); --quiet S

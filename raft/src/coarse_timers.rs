@@ -16,7 +16,7 @@
 //!
 //! Raft's safety does not depend on timers firing early, and a wait made up to [`GRAIN`]
 //! longer only delays a heartbeat or an election check by that much, against an 800 ms
-//! heartbeat and 1.7-2.4 s election timeouts. Waits shorter than [`EXACT_BELOW`] (openraft's
+//! heartbeat and 1.0-1.6 s election timeouts. Waits shorter than [`EXACT_BELOW`] (openraft's
 //! 1 µs IO batching on the write path) and `timeout`s (which bound waits that normally end
 //! early) are left exact.
 

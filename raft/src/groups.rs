@@ -133,13 +133,19 @@ fn raft_config(enable_tick: bool) -> Result<Arc<Config>, GroupsError> {
             // gRPC stream of its own, and every group ticks about five times per heartbeat
             // interval: slow enough that an idle 3-node cluster with 16 groups stays under 5%
             // of a core (measured before timers were aligned, see `coarse_timers`: 250 ms
-            // 9.5%, 500 ms 5.8%, 800 ms 4.0-4.9%; aligned, 800 ms: 3.0%). A follower
-            // waits out the leader's lease (the maximum election timeout) before voting, so a
-            // dead leader is replaced after about twice the election timeout: 4.2-4.4 s here
-            // (2-3.5 s timeouts: 6.1-6.9 s). The minimum tolerates one lost heartbeat.
+            // 9.5%, 500 ms 5.8%, 800 ms 4.0-4.9%; aligned, 800 ms: 3.0%). The tick follows
+            // the heartbeat interval only, so the election timeouts cost no idle CPU.
+            //
+            // openraft's leader lease is the maximum election timeout: a follower refuses
+            // other candidates for that long after the leader's last message, and campaigns
+            // only once the lease *and then* its random election timeout have run out. A
+            // dead leader is thus replaced after max + [min, max]: 1.6 + 1.0-1.6 = 2.6-3.2 s
+            // (1.7-2.4 s timeouts: 4.1-4.8 s, measured 3.97-4.44 s). A follower still votes
+            // for no one else while a heartbeat (every 0.8-1.0 s with the tick's rounding) is
+            // merely late, and campaigns only after three are missing.
             heartbeat_interval: 800,
-            election_timeout_min: 1700,
-            election_timeout_max: 2400,
+            election_timeout_min: 1000,
+            election_timeout_max: 1600,
             // `snapshot_trigger` decides when (openraft's policy counts entries only).
             snapshot_policy: SnapshotPolicy::Never,
             max_in_snapshot_log_to_keep: 1000,

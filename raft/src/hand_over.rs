@@ -4,8 +4,8 @@
 //! Once openraft's leader starts a transfer it takes no more writes (it forwards them to the
 //! target), stops its heartbeats, and never cancels: if the target died, is stopping, or was
 //! cut off, the group takes no write until the other followers' leases lapse and one of them
-//! is elected, about twice the election timeout. Both of this node's own transfers race
-//! against exactly that: the leader balancer sees a node acknowledge and hands it a group just
+//! is elected, the leader lease plus an election timeout later (~3 s). Both of this node's own
+//! transfers race against exactly that: the leader balancer sees a node acknowledge and hands it a group just
 //! as it stops, and a stopping node may hand its groups to a follower that just died. So a
 //! transfer that did not happen within [`TRANSFER_TAKEN`] is redirected to the live follower
 //! that is most caught up (openraft lets a transferring leader pick a new target).
