@@ -216,10 +216,12 @@ impl Groups {
             peers,
             config: ticking.clone(),
             meta_config: Arc::new(
+                // Fails over after 3.5 + 2.5-3.5 = 6-7 s (see `raft_config`); campaigns
+                // only after two heartbeats are missing.
                 Config {
                     heartbeat_interval: 2000,
-                    election_timeout_min: 5000,
-                    election_timeout_max: 7000,
+                    election_timeout_min: 2500,
+                    election_timeout_max: 3500,
                     ..(*ticking).clone()
                 }
                 .validate()?,
