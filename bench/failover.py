@@ -11,12 +11,16 @@ attempt and how many groups had to fail over; at the end, the spread over all ro
 A dead leader is replaced once its followers' leases lapse and then an election timeout ends
 (1.6 s + 1.0-1.6 s here); a split vote costs another election timeout each time it repeats.
 
+With --metadata the node killed is the metadata group's leader, and the time is until
+`autocache admin status` on a survivor names another leader of that group (admin commands and
+gossip use it; it heartbeats every 2 s and fails over in 6-7 s).
+
 With --graceful the node is stopped with SIGTERM instead: it hands the groups it leads to
 caught-up followers first, so each should take a write again at once (one redirect); --quiet S
 leaves the cluster without writes for S seconds after the node is gone, as idle groups are.
 
 Usage: bench/failover.py [--rounds 10] [--nodes 3] [--groups 16] [--graceful] [--quiet S]
-                         [--binary PATH]
+                         [--metadata] [--binary PATH]
 """
 import argparse
 import os
@@ -102,6 +106,42 @@ def leaders(port, groups):
     return [by_slot.get(g * per_group) for g in range(groups)]
 
 
+def metadata_leader(binary, raft_port):
+    """The metadata group's leader as the node with raft port `raft_port` reports it, or None."""
+    try:
+        out = subprocess.run([binary, "admin", "--node", "127.0.0.1:%d" % raft_port, "status"],
+                             capture_output=True, text=True, timeout=5).stdout
+    except subprocess.TimeoutExpired:
+        return None
+    found = re.search(r"^metadata group \d+: leader (\d+),", out, re.M)
+    return int(found.group(1)) if found else None
+
+
+def metadata_round(binary, args, base):
+    """Kills the metadata group's leader; returns (victim index, seconds until a survivor
+    names another leader, or None past --limit)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cluster, pids = dev_cluster.start(binary, os.path.join(tmp, "cluster"), args.nodes,
+                                          args.groups, base)
+        try:
+            time.sleep(args.settle)
+            leader = metadata_leader(binary, base + 10000)
+            if leader is None:
+                sys.exit("no metadata group leader")
+            victim = leader - 1
+            survivor = base + 10000 + (0 if victim else 1)
+            os.kill(pids[victim], signal.SIGKILL)
+            killed = time.monotonic()
+            while time.monotonic() - killed < args.limit:
+                if metadata_leader(binary, survivor) not in (None, leader):
+                    return victim, time.monotonic() - killed
+                time.sleep(0.05)
+            return victim, None
+        finally:
+            cluster.send_signal(signal.SIGTERM)
+            cluster.wait()
+
+
 def one_round(binary, args, victim, base):
     with tempfile.TemporaryDirectory() as tmp:
         cluster, pids = dev_cluster.start(binary, os.path.join(tmp, "cluster"), args.nodes,
@@ -147,6 +187,8 @@ def main():
                         help="stop the node with SIGTERM (it hands its groups over first)")
     parser.add_argument("--quiet", type=float, default=0.0,
                         help="seconds without writes after the node is gone")
+    parser.add_argument("--metadata", action="store_true",
+                        help="kill the metadata group's leader and time its replacement")
     parser.add_argument("--binary", help="an autocache binary (default: build the release one)")
     args = parser.parse_args()
 
@@ -154,6 +196,13 @@ def main():
     base = dev_cluster.base_port()
     slowest = []
     for n in range(args.rounds):
+        if args.metadata:
+            victim, took = metadata_round(binary, args, base)
+            slowest.append(took if took is not None else float("inf"))
+            print("round %d: node %d, the metadata group's leader, killed; %s" % (
+                n + 1, victim + 1, "another node leads it after %.2fs" % took
+                if took is not None else "STUCK: no new leader"), flush=True)
+            continue
         orphaned, took, stuck = one_round(binary, args, n % args.nodes, base)
         worst = max(took.values(), default=0.0)
         slowest.append(worst if not stuck else float("inf"))
@@ -161,8 +210,9 @@ def main():
               % (n + 1, n % args.nodes + 1, "stopped" if args.graceful else "killed", orphaned, worst,
                  "; STUCK: groups %s" % sorted(stuck) if stuck else ""), flush=True)
     slowest.sort()
-    print("slowest group per round over %d rounds: min %.2fs, median %.2fs, max %.2fs"
-          % (len(slowest), slowest[0], slowest[len(slowest) // 2], slowest[-1]))
+    print("%s per round over %d rounds: min %.2fs, median %.2fs, max %.2fs"
+          % ("new metadata leader" if args.metadata else "slowest group", len(slowest),
+             slowest[0], slowest[len(slowest) // 2], slowest[-1]))
 
 
 if __name__ == "__main__":
