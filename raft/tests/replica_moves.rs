@@ -212,10 +212,12 @@ async fn a_leadership_transfer_to_a_dead_node_leaves_the_group_to_a_live_followe
         ),
         "{transfer:?}"
     );
-    // openraft's transferring leader takes no writes and never cancels; left alone, the
-    // group would wait for an election (and the call for its 10 s timeout).
+    // openraft's transferring leader takes no writes, stops heartbeating and never cancels;
+    // left alone, the group would wait for node 3 to campaign, no sooner than the leader
+    // lease (1.6 s) plus an election timeout (1.0 s) later, and the call for its 10 s timeout.
+    // The hand-over to node 3 takes ~0.6 s.
     assert!(
-        answered < Duration::from_secs(3),
+        answered < Duration::from_secs(2),
         "answered after {answered:?}"
     );
     cluster.wait_leader(&[1, 3], Duration::from_secs(2)).await;
@@ -223,7 +225,7 @@ async fn a_leadership_transfer_to_a_dead_node_leaves_the_group_to_a_live_followe
     let written = started.elapsed();
     eprintln!("the group took a write {written:?} after the transfer started");
     assert!(
-        written < Duration::from_secs(4),
+        written < Duration::from_millis(2200),
         "first write after {written:?}"
     );
 }
