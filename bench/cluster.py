@@ -12,7 +12,7 @@ server process, from /proc) and the load generator's, in microseconds. Two cores
 2,000,000 / (their sum) requests a second, however short the latency.
 
 Usage: bench/cluster.py [--nodes 3] [--requests N] [--clients C] [--tests set,get]
-                        [--rounds R] [--groups G]
+                        [--rounds R] [--groups G] [--binary PATH]
 """
 import argparse
 import csv
@@ -75,9 +75,10 @@ def main():
     parser.add_argument("--tests", default="set,get")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--groups", type=int, default=16)
+    parser.add_argument("--binary", help="an autocache binary (default: build the release one)")
     args = parser.parse_args()
 
-    binary = build()
+    binary = args.binary or build()
     with tempfile.TemporaryDirectory() as tmp:
         redis_port = free_port()
         redis = subprocess.Popen(
