@@ -23,6 +23,7 @@ Usage: bench/failover.py [--rounds 10] [--nodes 3] [--groups 16] [--graceful] [-
                          [--metadata] [--binary PATH]
 """
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -117,61 +118,62 @@ def metadata_leader(binary, raft_port):
     return int(found.group(1)) if found else None
 
 
-def metadata_round(binary, args, base):
-    """Kills the metadata group's leader; returns (victim index, seconds until a survivor
-    names another leader, or None past --limit)."""
+@contextlib.contextmanager
+def settled_cluster(binary, args, base):
+    """A fresh dev-cluster, once leadership has moved to the preferred leaders; yields its
+    nodes' pids and stops it afterwards."""
     with tempfile.TemporaryDirectory() as tmp:
         cluster, pids = dev_cluster.start(binary, os.path.join(tmp, "cluster"), args.nodes,
                                           args.groups, base)
         try:
             time.sleep(args.settle)
-            leader = metadata_leader(binary, base + 10000)
-            if leader is None:
-                sys.exit("no metadata group leader")
-            victim = leader - 1
-            survivor = base + 10000 + (0 if victim else 1)
-            os.kill(pids[victim], signal.SIGKILL)
-            killed = time.monotonic()
-            while time.monotonic() - killed < args.limit:
-                if metadata_leader(binary, survivor) not in (None, leader):
-                    return victim, time.monotonic() - killed
-                time.sleep(0.05)
-            return victim, None
+            yield pids
         finally:
             cluster.send_signal(signal.SIGTERM)
             cluster.wait()
+
+
+def metadata_round(binary, args, base):
+    """Kills the metadata group's leader; returns (victim index, seconds until a survivor
+    names another leader, or None past --limit)."""
+    with settled_cluster(binary, args, base) as pids:
+        leader = metadata_leader(binary, base + 10000)
+        if leader is None:
+            sys.exit("no metadata group leader")
+        victim = leader - 1
+        survivor = base + 10000 + (0 if victim else 1)
+        os.kill(pids[victim], signal.SIGKILL)
+        killed = time.monotonic()
+        while time.monotonic() - killed < args.limit:
+            if metadata_leader(binary, survivor) not in (None, leader):
+                return victim, time.monotonic() - killed
+            time.sleep(0.05)
+        return victim, None
 
 
 def one_round(binary, args, victim, base):
-    with tempfile.TemporaryDirectory() as tmp:
-        cluster, pids = dev_cluster.start(binary, os.path.join(tmp, "cluster"), args.nodes,
-                                          args.groups, base)
-        try:
-            time.sleep(args.settle)  # leadership moves to the preferred leaders first
-            ports = [base + i for i in range(args.nodes)]
-            victim_port = ports[victim]
-            alive = [p for p in ports if p != victim_port]
-            led = leaders(alive[0], args.groups)
-            orphaned = sum(1 for port in led if port == victim_port)
-            keys = key_per_group(args.groups)
-            os.kill(pids[victim], signal.SIGTERM if args.graceful else signal.SIGKILL)
-            if args.graceful:
-                while os.path.exists("/proc/%d" % pids[victim]):  # dev-cluster reaps it
-                    time.sleep(0.01)
-            time.sleep(args.quiet)
-            killed = time.monotonic()  # writes start now
-            pending = set(range(args.groups))
-            took = {}
-            while pending and time.monotonic() - killed < args.limit:
-                for group in sorted(pending):
-                    if write_following(alive[group % len(alive)], keys[group], alive):
-                        took[group] = time.monotonic() - killed
-                        pending.discard(group)
+    with settled_cluster(binary, args, base) as pids:
+        ports = [base + i for i in range(args.nodes)]
+        victim_port = ports[victim]
+        alive = [p for p in ports if p != victim_port]
+        led = leaders(alive[0], args.groups)
+        orphaned = sum(1 for port in led if port == victim_port)
+        keys = key_per_group(args.groups)
+        os.kill(pids[victim], signal.SIGTERM if args.graceful else signal.SIGKILL)
+        if args.graceful:
+            while os.path.exists("/proc/%d" % pids[victim]):  # dev-cluster reaps it
                 time.sleep(0.01)
-            return orphaned, took, pending
-        finally:
-            cluster.send_signal(signal.SIGTERM)
-            cluster.wait()
+        time.sleep(args.quiet)
+        killed = time.monotonic()  # writes start now
+        pending = set(range(args.groups))
+        took = {}
+        while pending and time.monotonic() - killed < args.limit:
+            for group in sorted(pending):
+                if write_following(alive[group % len(alive)], keys[group], alive):
+                    took[group] = time.monotonic() - killed
+                    pending.discard(group)
+            time.sleep(0.01)
+        return orphaned, took, pending
 
 
 def main():

@@ -505,7 +505,7 @@ fn groups_left_idle_after_a_graceful_stop_take_writes_at_once() {
     std::thread::sleep(Duration::from_secs(3)); // leadership settles where placement puts it
     cluster.stop(1);
     // No writes for a while, as idle groups see none: a group handed back to node 1 just as
-    // it stopped must not wait out an election (about 4 s) for its next write.
+    // it stopped must not wait out an election (about 3 s) for its next write.
     std::thread::sleep(Duration::from_millis(1500));
     for key in &keys {
         let (reply, took) = cluster.cmd_following(2, &["SET", key, "x"], Duration::from_secs(15));
