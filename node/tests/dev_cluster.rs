@@ -518,6 +518,25 @@ fn groups_left_idle_after_a_graceful_stop_take_writes_at_once() {
 }
 
 #[test]
+fn a_whole_cluster_stopped_with_ctrl_c_stops_without_waiting_out_transfers() {
+    let mut cluster = DevCluster::start(3, &[]);
+    std::thread::sleep(Duration::from_secs(3)); // leadership settles where placement puts it
+    let took = cluster.interrupt();
+    eprintln!("dev-cluster stopped {took:?} after Ctrl-C");
+    // Every node hands its groups to peers that are stopping too and refuse them: a refusal
+    // must end that hand-off at once. Waited out (half a second per transfer, two per
+    // group), the whole cluster took ~1.2 s to stop and warned of every transfer.
+    for id in 1..=3 {
+        let log = cluster.log(id);
+        assert!(
+            !log.contains("not taken"),
+            "node {id} waited out a transfer to a stopping peer:\n{log}"
+        );
+    }
+    assert!(took < Duration::from_millis(800), "took {took:?}");
+}
+
+#[test]
 fn publish_reaches_subscribers_on_every_node() {
     let cluster = DevCluster::start(3, &[]);
     let mut subscribers: Vec<RawClient> = [2, 3]

@@ -23,6 +23,7 @@ use crate::publish_relay::PublishRelay;
 use crate::service::{self, BindError, Registry};
 use crate::snapshot_trigger;
 use crate::state_machine::StateMachine;
+use crate::stopping_peers::StoppingPeers;
 use crate::typ::{GroupId, NodeAddr, NodeId, Raft};
 
 /// How long a starting node waits for each of its groups to have a leader.
@@ -324,6 +325,7 @@ impl Groups {
                 groups.placement.clone(),
                 groups.rafts.clone(),
                 groups.pinned.clone(),
+                groups.peers.stopping().clone(),
                 groups.stop.subscribe(),
             ));
             groups.tasks.lock().push(balancer);
@@ -455,6 +457,11 @@ impl Groups {
     /// This node's id.
     pub fn node_id(&self) -> NodeId {
         self.node_id
+    }
+
+    /// The nodes known to be stopping, this one included once it stops.
+    pub(crate) fn stopping_peers(&self) -> &StoppingPeers {
+        self.peers.stopping()
     }
 
     /// The cluster's members and where groups live.
@@ -687,6 +694,8 @@ impl Groups {
     /// timeout. From now on this node refuses leadership offered by others' balancers.
     async fn hand_off_leadership(&self) {
         self.registry.refuse_leadership();
+        let stopping = self.peers.stopping();
+        stopping.note(self.node_id);
         let rafts = self.rafts.read().clone();
         let handing = rafts.iter().enumerate().filter_map(|(group, raft)| {
             let group = group as GroupId;
@@ -696,8 +705,8 @@ impl Groups {
             }
             // Only to a follower still answering: a dead node would take the group and never
             // lead it.
-            let target = live_follower(raft, self.node_id, None)?;
-            Some(hand_over(raft, self.node_id, group, target))
+            let target = live_follower(raft, stopping, self.node_id, None)?;
+            Some(hand_over(raft, stopping, self.node_id, group, target))
         });
         let handed = tokio::time::timeout(HAND_OFF_WAIT, futures::future::join_all(handing)).await;
         match handed {
@@ -774,6 +783,7 @@ async fn balance_leaders(
     placement: Placement,
     rafts: Shared<Vec<Option<Raft>>>,
     pinned: Shared<BTreeSet<GroupId>>,
+    stopping: StoppingPeers,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut rounds = Rounds::every(BALANCE_EVERY);
@@ -785,7 +795,10 @@ async fn balance_leaders(
             let group = group as GroupId;
             let Some(raft) = raft else { continue };
             let preferred = placement.preferred_leader(group);
-            if preferred == node_id || pinned.read().contains(&group) {
+            if preferred == node_id
+                || pinned.read().contains(&group)
+                || stopping.is_stopping(preferred)
+            {
                 continue;
             }
             let ready = {
@@ -813,7 +826,7 @@ async fn balance_leaders(
                     to = preferred,
                     "handing leadership to the preferred leader"
                 );
-                handing.push(hand_over(raft, node_id, group, preferred));
+                handing.push(hand_over(raft, &stopping, node_id, group, preferred));
             }
         }
         futures::future::join_all(handing).await;

@@ -8,12 +8,14 @@
 //! transfers race against exactly that: the leader balancer sees a node acknowledge and hands it a group just
 //! as it stops, and a stopping node may hand its groups to a follower that just died. So a
 //! transfer that did not happen within [`TRANSFER_TAKEN`] is redirected to the live follower
-//! that is most caught up (openraft lets a transferring leader pick a new target).
+//! that is most caught up (openraft lets a transferring leader pick a new target). A follower
+//! that refuses because it is stopping is passed over at once, and no longer chosen.
 
 use std::time::Duration;
 
 use openraft::async_runtime::watch::WatchReceiver;
 
+use crate::stopping_peers::StoppingPeers;
 use crate::typ::{GroupId, NodeId, Raft, TypeConfig};
 
 /// How long a transfer may take before the group is handed to another follower instead: one
@@ -40,9 +42,11 @@ pub(crate) fn acked_within(
 }
 
 /// The follower of the group `raft` leads here that matched the most of its log, among those
-/// that acknowledged it within [`LIVE_ACK`], other than `except`.
+/// that acknowledged it within [`LIVE_ACK`] and are not known to be stopping, other than
+/// `except`.
 pub(crate) fn live_follower(
     raft: &Raft,
+    stopping: &StoppingPeers,
     node_id: NodeId,
     except: Option<NodeId>,
 ) -> Option<NodeId> {
@@ -52,48 +56,103 @@ pub(crate) fn live_follower(
         replication
             .iter()
             .filter(|(id, _)| **id != node_id && Some(**id) != except)
+            .filter(|(id, _)| !stopping.is_stopping(**id))
             .filter(|(id, _)| acked_within(&metrics, **id, LIVE_ACK))
             .max_by_key(|(_, matched)| matched.as_ref().map(|log_id| log_id.index))
             .map(|(id, _)| *id)
     })
 }
 
+/// How a transfer to one follower went.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Transfer {
+    /// Leadership left this node.
+    Taken,
+    /// The follower is stopping and refused it.
+    Refused,
+    /// Not taken in [`TRANSFER_TAKEN`], or not started.
+    NotTaken,
+}
+
 /// Hands `group`, which this node leads, to `to`; if this node still leads it after
-/// [`TRANSFER_TAKEN`], to the most caught-up live follower other than `to`. Returns whether
-/// leadership left this node.
-pub(crate) async fn hand_over(raft: &Raft, node_id: NodeId, group: GroupId, to: NodeId) -> bool {
-    if transfer_taken(raft, node_id, group, to).await {
-        return true;
-    }
-    let Some(instead) = live_follower(raft, node_id, Some(to)) else {
-        tracing::warn!(
+/// [`TRANSFER_TAKEN`], or as soon as `to` refuses it because it is stopping, to the most
+/// caught-up live follower other than `to`. Returns whether leadership left this node.
+pub(crate) async fn hand_over(
+    raft: &Raft,
+    stopping: &StoppingPeers,
+    node_id: NodeId,
+    group: GroupId,
+    to: NodeId,
+) -> bool {
+    let refused = match transfer(raft, stopping, node_id, group, to).await {
+        Transfer::Taken => return true,
+        Transfer::Refused => true,
+        Transfer::NotTaken => false,
+    };
+    let instead = live_follower(raft, stopping, node_id, Some(to));
+    match (instead, refused) {
+        // Every node stopping at once (a whole cluster shut down): nobody is left to lead.
+        (None, true) if stopping.is_stopping(node_id) => {
+            tracing::info!(
+                group,
+                to,
+                "not handing the group off: its followers are stopping too"
+            );
+        }
+        (None, true) => tracing::warn!(
+            group,
+            to,
+            "leader transfer refused by a stopping follower; the group waits for an election"
+        ),
+        (None, false) => tracing::warn!(
             group,
             to,
             "leader transfer not taken; the group waits for an election"
-        );
+        ),
+        (Some(instead), true) => tracing::info!(
+            group,
+            to,
+            instead,
+            "leader transfer refused by a stopping follower; handing the group to another"
+        ),
+        (Some(instead), false) => tracing::warn!(
+            group,
+            to,
+            instead,
+            "leader transfer not taken in time; handing the group to another follower"
+        ),
+    }
+    let Some(instead) = instead else {
         return false;
     };
-    tracing::warn!(
-        group,
-        to,
-        instead,
-        "leader transfer not taken in time; handing the group to another follower"
-    );
-    transfer_taken(raft, node_id, group, instead).await
+    transfer(raft, stopping, node_id, group, instead).await == Transfer::Taken
 }
 
 /// Starts a transfer of `group` to `to` and waits up to [`TRANSFER_TAKEN`] for leadership to
-/// leave this node; returns whether it did.
-async fn transfer_taken(raft: &Raft, node_id: NodeId, group: GroupId, to: NodeId) -> bool {
+/// leave this node, or for `to` to refuse it.
+async fn transfer(
+    raft: &Raft,
+    stopping: &StoppingPeers,
+    node_id: NodeId,
+    group: GroupId,
+    to: NodeId,
+) -> Transfer {
+    // Once started, openraft's transfer cannot be taken back: never start one that is refused.
+    if stopping.is_stopping(to) {
+        return Transfer::Refused;
+    }
     if let Err(error) = raft.trigger().transfer_leader(to).await {
         tracing::warn!(group, to, %error, "leader transfer failed");
-        return false;
+        return Transfer::NotTaken;
     }
-    raft.wait(Some(TRANSFER_TAKEN))
-        .metrics(
-            |metrics| metrics.current_leader != Some(node_id),
-            "leadership left this node",
-        )
-        .await
-        .is_ok()
+    let wait = raft.wait(Some(TRANSFER_TAKEN));
+    let left = wait.metrics(
+        |metrics| metrics.current_leader != Some(node_id),
+        "leadership left this node",
+    );
+    tokio::select! {
+        biased;
+        left = left => if left.is_ok() { Transfer::Taken } else { Transfer::NotTaken },
+        () = stopping.stopping(to) => Transfer::Refused,
+    }
 }

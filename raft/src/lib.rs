@@ -63,6 +63,8 @@ pub mod slot_mover;
 mod snapshot_trigger;
 /// The state machine of one group.
 pub mod state_machine;
+/// The nodes known to be stopping, so leadership is not handed to them.
+mod stopping_peers;
 /// The openraft type configuration and aliases.
 pub mod typ;
 /// The transport's messages and codec.

@@ -30,8 +30,9 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
 use crate::link_filter::{Link, LinkFilter};
+use crate::stopping_peers::StoppingPeers;
 use crate::typ::{GroupId, NodeAddr, NodeId, Snapshot, SnapshotData, TypeConfig as C, Vote};
-use crate::wire::{path, set_group, PostcardCodec, SnapshotChunk, MAX_MESSAGE};
+use crate::wire::{self, path, set_group, PostcardCodec, SnapshotChunk, MAX_MESSAGE};
 
 /// Size of one snapshot chunk on the wire.
 const SNAPSHOT_CHUNK: usize = 1 << 20;
@@ -41,6 +42,8 @@ const SNAPSHOT_CHUNK: usize = 1 << 20;
 pub struct Peers {
     me: NodeId,
     channels: Arc<Mutex<HashMap<NodeId, (String, Channel)>>>,
+    /// Peers that answered they are stopping, and this node once it stops.
+    stopping: StoppingPeers,
     /// Cut or slowed links (tests only).
     filter: Option<LinkFilter>,
 }
@@ -51,8 +54,14 @@ impl Peers {
         Peers {
             me,
             channels: Arc::default(),
+            stopping: StoppingPeers::default(),
             filter,
         }
+    }
+
+    /// The nodes known to be stopping.
+    pub(crate) fn stopping(&self) -> &StoppingPeers {
+        &self.stopping
     }
 
     /// Waits out a delayed link; fails if the link to `target` is cut (unreachable: openraft
@@ -178,6 +187,7 @@ impl PeerClient {
         self.peers.pass(self.target).await?;
         let mut grpc = self.grpc()?;
         let request = self.request(message);
+        let (stopping, target) = (self.peers.stopping.clone(), self.target);
         let call = async move {
             grpc.ready()
                 .await
@@ -186,7 +196,12 @@ impl PeerClient {
             grpc.unary(request, path, PostcardCodec::<Req, Resp>::default())
                 .await
                 .map(|response| response.into_inner())
-                .map_err(rpc_error)
+                .map_err(|status| {
+                    if wire::is_stopping(&status) {
+                        stopping.note(target);
+                    }
+                    rpc_error(status)
+                })
         };
         match tokio::time::timeout(option.hard_ttl(), call).await {
             Ok(result) => result,

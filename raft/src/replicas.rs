@@ -554,7 +554,7 @@ impl Groups {
         // writable leader until an election: `hand_over` gives it to another live follower
         // then, and the caller's retry, sent to that new leader, tries `to` again.
         let me = self.node_id();
-        if !hand_over(&raft, me, group, to).await {
+        if !hand_over(&raft, self.stopping_peers(), me, group, to).await {
             return Err(ReplicaError::NotTransferred { group, to });
         }
         let new_leader = raft

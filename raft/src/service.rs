@@ -22,7 +22,7 @@ use tonic::{Request, Response, Status};
 
 use crate::replicas::{ReplicaCall, ReplicaError, ReplicaReply};
 use crate::typ::{GroupId, Raft, TypeConfig as C};
-use crate::wire::{group_of, path, PostcardCodec, Published, SnapshotChunk, MAX_MESSAGE};
+use crate::wire::{self, group_of, path, PostcardCodec, Published, SnapshotChunk, MAX_MESSAGE};
 
 /// The rafts this node runs, by group. Filled in as groups start: a message for a group that
 /// is not (yet) running here is answered `Unavailable`, which its sender treats as an
@@ -230,7 +230,7 @@ async fn transfer_leader(registry: Registry, request: http::Request<Body>) -> Ht
         async move {
             let raft = registry.get(group_of(request.metadata())?)?;
             if registry.refusing_leadership.load(Ordering::Relaxed) {
-                return Err(Status::unavailable("this node is stopping"));
+                return Err(wire::stopping());
             }
             raft.handle_transfer_leader(request.into_inner())
                 .await

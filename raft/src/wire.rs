@@ -36,6 +36,18 @@ pub const GROUP_HEADER: &str = "x-autocache-group";
 /// Largest message either end accepts: a batch of log entries, or one snapshot chunk.
 pub const MAX_MESSAGE: usize = 256 << 20;
 
+/// The refusal of a node that is stopping, as its senders recognise it.
+pub fn stopping() -> Status {
+    Status::unavailable(STOPPING)
+}
+
+/// Whether `status` is a stopping node's refusal.
+pub fn is_stopping(status: &Status) -> bool {
+    status.code() == tonic::Code::Unavailable && status.message() == STOPPING
+}
+
+const STOPPING: &str = "this node is stopping";
+
 /// Puts `group` in a request's header.
 pub fn set_group(metadata: &mut MetadataMap, group: GroupId) {
     metadata.insert(GROUP_HEADER, group.into());

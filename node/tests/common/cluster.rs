@@ -242,6 +242,25 @@ impl DevCluster {
         }
     }
 
+    /// Stops the whole cluster as a user does, with Ctrl-C (SIGINT to dev-cluster); returns
+    /// how long dev-cluster took to exit. The nodes' logs stay (see [`DevCluster::log`]).
+    pub fn interrupt(&mut self) -> Duration {
+        let started = Instant::now();
+        // SAFETY: kill(2) on a child we started and have not reaped: its pid is ours.
+        unsafe {
+            libc::kill(self.supervisor.id() as i32, libc::SIGINT);
+        }
+        let status = self.supervisor.wait().expect("dev-cluster exits");
+        assert!(status.success(), "dev-cluster exited with {status}");
+        started.elapsed()
+    }
+
+    /// What node `id` logged (from its first start).
+    pub fn log(&self, id: u16) -> String {
+        std::fs::read_to_string(self.dir.join(format!("node{id}")).join("autocache.log"))
+            .expect("a node log")
+    }
+
     /// Where the log of node `id`'s last restart goes.
     pub fn restart_log(&self, id: u16) -> PathBuf {
         self.dir.join(format!("node{id}-restart.log"))
@@ -284,8 +303,12 @@ impl Drop for DevCluster {
             let _ = child.kill();
             let _ = child.wait();
         }
-        unsafe {
-            libc::kill(self.supervisor.id() as i32, libc::SIGTERM);
+        // Not once reaped (`interrupt`): its pid may be another process's by now.
+        if let Ok(None) = self.supervisor.try_wait() {
+            // SAFETY: kill(2) on a child we started and have not reaped: its pid is ours.
+            unsafe {
+                libc::kill(self.supervisor.id() as i32, libc::SIGTERM);
+            }
         }
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
