@@ -163,6 +163,30 @@ fn rpc_error(status: Status) -> RPCError<C> {
     }
 }
 
+/// Notes what the outcome of a call says about `target` stopping: it answered (a node that had
+/// gone is back, a new start), it refused because it is stopping, or nothing accepted a
+/// connection at its address (a node that said it was stopping has stopped).
+fn heard(
+    stopping: &StoppingPeers,
+    target: NodeId,
+    outcome: Result<(), &(dyn std::error::Error + 'static)>,
+) {
+    let Err(error) = outcome else {
+        stopping.answered(target);
+        return;
+    };
+    if error
+        .downcast_ref::<Status>()
+        .is_some_and(wire::is_stopping)
+    {
+        stopping.note(target);
+    } else if std::iter::successors(Some(error), |error| error.source())
+        .any(|error| error.is::<tonic::ConnectError>())
+    {
+        stopping.gone(target);
+    }
+}
+
 impl PeerClient {
     fn grpc(&self) -> Result<Grpc<Channel>, RPCError<C>> {
         self.grpc.clone().map_err(RPCError::Unreachable)
@@ -189,19 +213,22 @@ impl PeerClient {
         let request = self.request(message);
         let (stopping, target) = (self.peers.stopping.clone(), self.target);
         let call = async move {
-            grpc.ready()
-                .await
-                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+            grpc.ready().await.map_err(|e| {
+                heard(&stopping, target, Err(&e));
+                RPCError::Unreachable(Unreachable::new(&e))
+            })?;
             let path = PathAndQuery::from_static(method);
-            grpc.unary(request, path, PostcardCodec::<Req, Resp>::default())
-                .await
+            let result = grpc
+                .unary(request, path, PostcardCodec::<Req, Resp>::default())
+                .await;
+            heard(
+                &stopping,
+                target,
+                result.as_ref().map(drop).map_err(|s| s as _),
+            );
+            result
                 .map(|response| response.into_inner())
-                .map_err(|status| {
-                    if wire::is_stopping(&status) {
-                        stopping.note(target);
-                    }
-                    rpc_error(status)
-                })
+                .map_err(rpc_error)
         };
         match tokio::time::timeout(option.hard_ttl(), call).await {
             Ok(result) => result,
@@ -262,18 +289,26 @@ impl RaftNetworkV2<C> for PeerClient {
                 .chain(input)
                 .take_while(move |_| std::future::ready(!peers.loses(target)));
             let request = self.request(input);
+            let stopping = self.peers.stopping.clone();
             let open = async move {
-                grpc.ready()
-                    .await
-                    .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+                grpc.ready().await.map_err(|e| {
+                    heard(&stopping, target, Err(&e));
+                    RPCError::Unreachable(Unreachable::new(&e))
+                })?;
                 let path = PathAndQuery::from_static(path::STREAM_APPEND);
-                grpc.streaming(
-                    request,
-                    path,
-                    PostcardCodec::<AppendEntriesRequest<C>, StreamAppendResult<C>>::default(),
-                )
-                .await
-                .map_err(rpc_error)
+                let opened = grpc
+                    .streaming(
+                        request,
+                        path,
+                        PostcardCodec::<AppendEntriesRequest<C>, StreamAppendResult<C>>::default(),
+                    )
+                    .await;
+                heard(
+                    &stopping,
+                    target,
+                    opened.as_ref().map(drop).map_err(|s| s as _),
+                );
+                opened.map_err(rpc_error)
             };
             // The deadline covers opening the stream; the stream then lives as long as
             // openraft keeps feeding it.
@@ -373,5 +408,77 @@ impl RaftNetworkV2<C> for PeerClient {
                 )))),
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::service::{serve, Registry};
+
+    fn free_addr() -> std::net::SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    }
+
+    async fn client(peers: &Peers, target: NodeId, raft: std::net::SocketAddr) -> PeerClient {
+        let mut network = GroupNetwork {
+            group: 0,
+            peers: peers.clone(),
+        };
+        let addr = NodeAddr {
+            client: String::new(),
+            raft: raft.to_string(),
+        };
+        network.new_client(target, &addr).await
+    }
+
+    async fn vote(client: &mut PeerClient) -> Result<VoteResponse<C>, RPCError<C>> {
+        let request = VoteRequest::new(Vote::new(1, 1), None);
+        client
+            .vote(request, RPCOption::new(Duration::from_millis(500)))
+            .await
+    }
+
+    /// A stopping peer whose address refuses connections has stopped, and one answering there
+    /// later is a new start; an answer, or a silence, from a peer still running is not that.
+    #[tokio::test]
+    async fn a_stopping_peer_is_seen_gone_only_when_its_address_refuses_connections() {
+        let peers = Peers::new(1, None);
+        let stopping = peers.stopping().clone();
+
+        // Nothing listens: the call fails to connect.
+        let closed = free_addr();
+        stopping.note(2);
+        assert!(vote(&mut client(&peers, 2, closed).await).await.is_err());
+        assert!(stopping.is_stopping(2), "a stopped node became a candidate");
+        stopping.answered(2);
+        assert!(
+            !stopping.is_stopping(2),
+            "the refused connection did not count as gone"
+        );
+
+        // A raft service answers, with an error (it runs no group): still the stopping process.
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let served = free_addr();
+        let server = serve(served, Registry::default(), async {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+        stopping.note(3);
+        assert!(vote(&mut client(&peers, 3, served).await).await.is_err());
+        stopping.answered(3);
+        assert!(stopping.is_stopping(3), "an error reply counted as gone");
+        let _ = stop.send(());
+        server.await.unwrap();
+
+        // Connected but silent (a paused process): the call times out, still stopping.
+        let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        stopping.note(4);
+        let result = vote(&mut client(&peers, 4, silent.local_addr().unwrap()).await).await;
+        assert!(result.is_err());
+        stopping.answered(4);
+        assert!(stopping.is_stopping(4), "a silent peer counted as gone");
     }
 }

@@ -14,14 +14,24 @@ use tokio::sync::watch;
 
 use crate::typ::NodeId;
 
-/// How long a node counts as stopping after it said so: longer than a whole cluster's
-/// hand-offs take. A node restarted sooner is merely not offered leadership until then.
+/// How long a node counts as stopping after it said so, unless it is seen gone first: longer
+/// than a whole cluster's hand-offs take.
 const REMEMBERED: Duration = Duration::from_secs(10);
 
-/// When each node known to be stopping said so. Shared by all groups of a node.
+/// What is known of a node that said it is stopping.
+#[derive(Clone, Copy, Debug)]
+enum Said {
+    /// It said so at this instant, and may still be handing its groups off.
+    Stopping(Instant),
+    /// Since then nothing accepted a connection at its address: it stopped. It counts as
+    /// stopping until it answers again, as a new start.
+    Gone,
+}
+
+/// The nodes known to be stopping, and when each said so. Shared by all groups of a node.
 #[derive(Clone)]
 pub struct StoppingPeers {
-    said: Arc<watch::Sender<HashMap<NodeId, Instant>>>,
+    said: Arc<watch::Sender<HashMap<NodeId, Said>>>,
 }
 
 impl Default for StoppingPeers {
@@ -32,28 +42,56 @@ impl Default for StoppingPeers {
     }
 }
 
-fn recent(said: &HashMap<NodeId, Instant>, node: NodeId) -> bool {
-    said.get(&node).is_some_and(|at| at.elapsed() < REMEMBERED)
+fn stopping(said: &HashMap<NodeId, Said>, node: NodeId) -> bool {
+    match said.get(&node) {
+        Some(Said::Stopping(at)) => at.elapsed() < REMEMBERED,
+        Some(Said::Gone) => true,
+        None => false,
+    }
 }
 
 impl StoppingPeers {
     /// Records that `node` is stopping.
     pub fn note(&self, node: NodeId) {
         self.said.send_modify(|said| {
-            said.insert(node, Instant::now());
+            said.insert(node, Said::Stopping(Instant::now()));
         });
     }
 
-    /// Whether `node` said it is stopping (recently).
+    /// Records that nothing accepted a connection at `node`'s address: if it said it was
+    /// stopping, it has stopped.
+    pub fn gone(&self, node: NodeId) {
+        self.said
+            .send_if_modified(|said| match said.get_mut(&node) {
+                Some(state @ Said::Stopping(_)) => {
+                    *state = Said::Gone;
+                    true
+                }
+                _ => false,
+            });
+    }
+
+    /// Records that `node` answered a call: if it had stopped, this is a new start, which is
+    /// not stopping. (A node still stopping answers too, so this forgets only a gone one.)
+    pub fn answered(&self, node: NodeId) {
+        if !matches!(self.said.borrow().get(&node), Some(Said::Gone)) {
+            return;
+        }
+        self.said.send_if_modified(|said| {
+            matches!(said.get(&node), Some(Said::Gone)) && said.remove(&node).is_some()
+        });
+    }
+
+    /// Whether `node` is known to be stopping: it said so recently, or has stopped since.
     pub fn is_stopping(&self, node: NodeId) -> bool {
-        recent(&self.said.borrow(), node)
+        stopping(&self.said.borrow(), node)
     }
 
     /// Resolves once `node` is known to be stopping.
     pub async fn stopping(&self, node: NodeId) {
         let mut said = self.said.subscribe();
         // The sender lives as long as `self`, so the wait ends only by the condition.
-        let _ = said.wait_for(|said| recent(said, node)).await;
+        let _ = said.wait_for(|said| stopping(said, node)).await;
     }
 }
 
@@ -85,5 +123,31 @@ mod tests {
         tokio::time::timeout(Duration::from_secs(5), stopping.stopping(3))
             .await
             .expect("resolved at once");
+    }
+
+    #[test]
+    fn a_stopping_node_counts_as_stopping_until_it_answers_after_it_was_gone() {
+        let stopping = StoppingPeers::default();
+        // Nothing known: neither a refused connection nor an answer changes that.
+        stopping.gone(2);
+        stopping.answered(2);
+        assert!(!stopping.is_stopping(2));
+        stopping.note(2);
+        // Still handing its groups off, it answers calls: still stopping.
+        stopping.answered(2);
+        assert!(
+            stopping.is_stopping(2),
+            "an answer while stopping forgot it"
+        );
+        stopping.gone(2);
+        assert!(
+            stopping.is_stopping(2),
+            "a stopped node is no candidate either"
+        );
+        stopping.answered(2);
+        assert!(
+            !stopping.is_stopping(2),
+            "a node started again still counts as stopping"
+        );
     }
 }
