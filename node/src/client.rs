@@ -9,6 +9,8 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 
+use crate::output_limit::PendingOutput;
+
 /// A client's id, unique for the life of the server, as CLIENT ID reports it.
 pub type ClientId = u64;
 
@@ -35,6 +37,8 @@ pub struct ClientInfo {
     pub no_evict: AtomicBool,
     /// Bytes of unprocessed input.
     pub query_buffer: AtomicUsize,
+    /// Published messages not yet written to the client.
+    pub pending_output: PendingOutput,
     killed: AtomicBool,
     kill: Notify,
 }
@@ -47,14 +51,20 @@ impl ClientInfo {
 
     /// Seconds since the client's last command.
     pub fn idle_secs(&self) -> u64 {
-        let now_ms = self.created.elapsed().as_millis() as u64;
-        now_ms.saturating_sub(self.last_active_ms.load(Ordering::Relaxed)) / 1000
+        self.clock_ms()
+            .saturating_sub(self.last_active_ms.load(Ordering::Relaxed))
+            / 1000
+    }
+
+    /// Milliseconds since the client connected: the clock of its output limit.
+    pub fn clock_ms(&self) -> u64 {
+        self.created.elapsed().as_millis() as u64
     }
 
     /// Records activity now (for `idle=` and the idle timeout).
     pub fn touch(&self) {
         self.last_active_ms
-            .store(self.created.elapsed().as_millis() as u64, Ordering::Relaxed);
+            .store(self.clock_ms(), Ordering::Relaxed);
     }
 
     /// Asks the client's connection to close (CLIENT KILL, output limits).
@@ -103,7 +113,7 @@ impl ClientInfo {
         let qbuf = self.query_buffer.load(Ordering::Relaxed);
         format!(
             "id={} addr={} laddr={} fd=0 name={} age={} idle={} flags={} db=0 sub={} psub={} ssub=0 \
-             multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem=0 \
+             multi={} qbuf={} qbuf-free=0 argv-mem=0 multi-mem=0 rbs=16384 rbp=0 obl=0 oll=0 omem={} \
              tot-mem={} events=r cmd={} user=default redir=-1 resp={} lib-name={} lib-ver={}",
             self.id,
             self.addr,
@@ -116,7 +126,8 @@ impl ClientInfo {
             self.patterns.load(Ordering::Relaxed),
             multi,
             qbuf,
-            qbuf + 16384,
+            self.pending_output.bytes(),
+            qbuf + 16384 + self.pending_output.bytes(),
             match self.last_command.load(Ordering::Relaxed) {
                 usize::MAX => "NULL",
                 id => resp::CommandTable::get().name_of(id),
@@ -160,6 +171,7 @@ impl ClientRegistry {
             blocked: AtomicBool::new(false),
             no_evict: AtomicBool::new(false),
             query_buffer: AtomicUsize::new(0),
+            pending_output: PendingOutput::default(),
             killed: AtomicBool::new(false),
             kill: Notify::new(),
         });

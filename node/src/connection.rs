@@ -12,7 +12,7 @@ use resp::{Frame, RequestDecoder};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 
-use crate::pubsub::SUBSCRIBER_BUFFER;
+use crate::pubsub::{message_size, SUBSCRIBER_BUFFER};
 use crate::route::GroupIds;
 use crate::server::{unix_ms, Server};
 use crate::session::{Blocked, Outcome, Proposal, Session, Then};
@@ -60,6 +60,7 @@ pub async fn serve(server: Arc<Server>, socket: TcpStream, peer: SocketAddr) {
         output: BytesMut::with_capacity(READ_CHUNK),
         decoder: RequestDecoder::new(),
         push_rx,
+        pushed_unwritten: 0,
         shutdown: server.shutdown_receiver(),
         in_flight: VecDeque::new(),
     };
@@ -76,6 +77,8 @@ struct Connection {
     output: BytesMut,
     decoder: RequestDecoder,
     push_rx: mpsc::Receiver<Frame>,
+    /// Bytes of pushed messages taken from `push_rx` and not yet written to the socket.
+    pushed_unwritten: usize,
     shutdown: watch::Receiver<bool>,
     /// This client's proposed writes, oldest first; their replies leave in this order.
     in_flight: VecDeque<InFlight>,
@@ -99,6 +102,11 @@ impl Connection {
                 return self.flush(session).await;
             }
             self.flush(session).await?;
+            // Written out: no longer held against the client's output limit.
+            session
+                .info
+                .pending_output
+                .taken(std::mem::take(&mut self.pushed_unwritten));
             let limit = session.limits().max_query_buffer;
             let buffered = self.input.len() + self.decoder.pending_bytes();
             session.info.query_buffer.store(buffered, Ordering::Relaxed);
@@ -124,8 +132,10 @@ impl Connection {
                     session.count_input(n);
                 }
                 Some(message) = self.push_rx.recv() => {
+                    self.pushed_unwritten += message_size(&message);
                     session.encode(&message, &mut self.output);
                     while let Ok(message) = self.push_rx.try_recv() {
+                        self.pushed_unwritten += message_size(&message);
                         session.encode(&message, &mut self.output);
                     }
                 }
@@ -362,7 +372,18 @@ impl Connection {
         if self.output.is_empty() {
             return Ok(());
         }
-        self.socket.write_all(&self.output).await?;
+        // A client that stopped reading blocks the write: a kill (CLIENT KILL, an output
+        // limit) must still end it, dropping what it did not take, as Redis does.
+        tokio::select! {
+            biased;
+            written = self.socket.write_all(&self.output) => written?,
+            _ = session.info.killed() => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::ConnectionAborted,
+                    "client killed while output was pending",
+                ))
+            }
+        }
         session.count_output(self.output.len());
         self.output.clear();
         Ok(())

@@ -14,6 +14,7 @@ mod connection;
 mod dev_cluster;
 mod membership;
 mod metrics;
+mod output_limit;
 mod pubsub;
 mod replica_janitor;
 mod route;

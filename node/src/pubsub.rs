@@ -11,9 +11,10 @@ use tiering::glob::glob_match;
 use tokio::sync::mpsc;
 
 use crate::client::{ClientId, ClientInfo};
+use crate::output_limit;
 
-/// Messages buffered per subscriber before it counts as too slow and is disconnected, as
-/// Redis's `client-output-buffer-limit pubsub` does.
+/// Messages buffered per subscriber before it counts as too slow and is disconnected; its
+/// bytes are bounded too, by [`output_limit::PUBSUB`].
 pub const SUBSCRIBER_BUFFER: usize = 65536;
 
 /// Where messages for one client go.
@@ -23,16 +24,46 @@ pub struct Subscriber {
     pub info: Arc<ClientInfo>,
 }
 
+/// What a pushed message counts against its client's output limit: its bulk strings, plus
+/// their RESP headers (about 16 bytes each).
+pub fn message_size(message: &Frame) -> usize {
+    match message {
+        Frame::Push(items) | Frame::Array(items) => items.iter().map(message_size).sum(),
+        Frame::Bulk(bytes) => bytes.len() + 16,
+        _ => 16,
+    }
+}
+
 impl Subscriber {
     fn deliver(&self, message: Frame) -> bool {
+        let info = &self.info;
+        if info.is_killed() {
+            // Cut off already; its connection is closing.
+            return false;
+        }
+        let size = message_size(&message);
+        if !info
+            .pending_output
+            .add(size, &output_limit::PUBSUB, info.clock_ms())
+        {
+            tracing::warn!(
+                client = info.id,
+                pending = info.pending_output.bytes(),
+                "subscriber over its output buffer limit, disconnecting"
+            );
+            info.kill();
+            return false;
+        }
         match self.tx.try_send(message) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                tracing::warn!(client = self.info.id, "subscriber too slow, disconnecting");
-                self.info.kill();
+            Err(error) => {
+                info.pending_output.taken(size);
+                if let mpsc::error::TrySendError::Full(_) = error {
+                    tracing::warn!(client = info.id, "subscriber too slow, disconnecting");
+                    info.kill();
+                }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
         }
     }
 }

@@ -2,9 +2,10 @@
 
 mod common;
 
+use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
-use common::{bulk, start_autocache, RawClient};
+use common::{bulk, start_autocache, start_redis, RawClient};
 use resp::Frame;
 
 fn send(client: &mut RawClient, args: &[&str]) {
@@ -283,5 +284,80 @@ fn pipelined_writes_and_reads_answer_in_order() {
             "a read sees the write before it"
         );
         assert_eq!(read(&mut client), Frame::Integer(i + 1));
+    }
+}
+
+/// A subscriber that stops reading is disconnected once the messages it has not read reach
+/// Redis's `client-output-buffer-limit pubsub 32mb` (the kernel's socket buffers hold a few
+/// more), rather than the server holding everything published to it; one that reads keeps
+/// receiving. The same against redis-server.
+#[test]
+fn a_subscriber_that_stops_reading_is_disconnected_at_its_output_limit() {
+    const MESSAGES: usize = 100;
+    let message = "x".repeat(1 << 20);
+    for (name, server) in [("autocache", start_autocache()), ("redis", start_redis())] {
+        let mut stalled = server.client();
+        stalled.cmd(&["SUBSCRIBE", "feed"]);
+        // The reader takes raw bytes as fast as they come: parsing each message as it grows
+        // would make it a slow subscriber too.
+        let mut reader = std::net::TcpStream::connect(("127.0.0.1", server.port)).unwrap();
+        reader
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        reader
+            .write_all(b"*2\r\n$9\r\nSUBSCRIBE\r\n$4\r\nfeed\r\n")
+            .unwrap();
+        let subscribed = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nfeed\r\n:1\r\n".len();
+        let each = format!(
+            "*3\r\n$7\r\nmessage\r\n$4\r\nfeed\r\n${}\r\n",
+            message.len()
+        )
+        .len()
+            + message.len()
+            + 2;
+        let mut confirmation = vec![0; subscribed];
+        reader.read_exact(&mut confirmation).unwrap();
+        let reading = std::thread::spawn(move || {
+            let mut chunk = vec![0; 1 << 20];
+            let mut read = 0;
+            while read < MESSAGES * each {
+                match reader.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => read += n,
+                }
+            }
+            read / each
+        });
+        let mut publisher = server.client();
+        let receivers: Vec<Frame> = (0..MESSAGES)
+            .map(|_| publisher.cmd(&["PUBLISH", "feed", &message]))
+            .collect();
+        let first_without_stalled = receivers
+            .iter()
+            .position(|r| *r == Frame::Integer(1))
+            .unwrap_or_else(|| {
+                panic!("{name}: the stalled subscriber was never disconnected: {receivers:?}")
+            });
+        assert!(
+            first_without_stalled <= 80,
+            "{name}: disconnected only after {first_without_stalled} MB"
+        );
+        assert!(
+            receivers[first_without_stalled..]
+                .iter()
+                .all(|r| *r == Frame::Integer(1)),
+            "{name}: the reading subscriber was disconnected: {receivers:?}"
+        );
+        assert_eq!(reading.join().unwrap(), MESSAGES, "{name}: messages read");
+        // What the kernel held for it is readable, then the connection ends (a read that
+        // waits instead times out and fails the test).
+        let held = std::iter::from_fn(|| stalled.read_reply_bytes()).count();
+        eprintln!(
+            "{name}: cut off after {first_without_stalled} messages of 1 MB, {held} of them read"
+        );
+        assert!(
+            held < first_without_stalled,
+            "{name}: read {held} messages, {first_without_stalled} published before it was cut off"
+        );
     }
 }
