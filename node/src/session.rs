@@ -896,6 +896,10 @@ pub fn access_error(error: &AccessError, slot: Option<u16>) -> Frame {
             "UNCERTAIN The write may or may not have been applied: {}",
             sanitize(reason)
         )),
+        (AccessError::TooLarge { bytes, max }, _) => Frame::error(format!(
+            "ERR The write takes {bytes} bytes, more than one log entry may hold ({max}); \
+             the command was not applied"
+        )),
     }
 }
 

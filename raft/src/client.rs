@@ -14,6 +14,7 @@ use crate::groups::Groups;
 use crate::metrics::{ProposalOutcome, RaftMetrics};
 use crate::request::{Request, Response};
 use crate::typ::{GroupId, NodeAddr, TypeConfig};
+use crate::wire::MAX_ENTRY;
 
 /// How long a write may wait for its outcome, or a read for its fence, before the client is
 /// answered without one.
@@ -30,12 +31,18 @@ pub enum AccessError {
     /// stopping before the entry was known committed. It may or may not apply.
     #[error("the outcome of the write is unknown: {0}")]
     Uncertain(String),
+    /// The write is larger than a log entry may be ([`MAX_ENTRY`]): nothing was proposed.
+    #[error("the write takes {bytes} bytes, more than a log entry may ({max})")]
+    TooLarge { bytes: usize, max: usize },
 }
 
 impl AccessError {
     /// Returns true if the failed command certainly had no effect.
     pub fn certainly_not_applied(&self) -> bool {
-        matches!(self, AccessError::NotLeader { .. })
+        matches!(
+            self,
+            AccessError::NotLeader { .. } | AccessError::TooLarge { .. }
+        )
     }
 }
 
@@ -52,7 +59,9 @@ impl PendingWrite {
         let result = self.wait().await;
         let outcome = match &result {
             Ok(_) => ProposalOutcome::Committed,
-            Err(AccessError::NotLeader { .. }) => ProposalOutcome::Failed,
+            Err(AccessError::NotLeader { .. } | AccessError::TooLarge { .. }) => {
+                ProposalOutcome::Failed
+            }
             Err(AccessError::Uncertain(_)) => ProposalOutcome::Uncertain,
         };
         self.metrics.proposal(self.group, outcome);
@@ -91,6 +100,13 @@ impl Groups {
         group: GroupId,
         request: Request,
     ) -> Result<PendingWrite, AccessError> {
+        let bytes = request.approx_bytes();
+        if bytes > MAX_ENTRY {
+            return Err(AccessError::TooLarge {
+                bytes,
+                max: MAX_ENTRY,
+            });
+        }
         let raft = self.raft(group).ok_or_else(|| self.not_here(group))?;
         let (responder, reply) = ProgressResponder::complete_only();
         let proposed = raft

@@ -9,6 +9,9 @@
 //!
 //! It knows nothing of clients or connections: `node` turns client commands into [`Request`]s.
 
+/// Batches replicated to a follower split into messages of bounded size.
+mod append_split;
+
 /// Proposing writes and fencing reads, for client connections.
 pub mod client;
 

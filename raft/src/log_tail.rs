@@ -14,11 +14,9 @@
 use std::collections::VecDeque;
 use std::ops::Range;
 
-use bytes::Bytes;
 use openraft::entry::RaftEntry;
-use openraft::EntryPayload;
 
-use crate::request::{Op, SlotOp};
+use crate::request::entry_bytes;
 use crate::typ::Entry;
 
 /// Written entries beyond this many are dropped from the tail, oldest first.
@@ -74,7 +72,7 @@ impl LogTail {
             self.remove_from(0);
         }
         for entry in entries {
-            let bytes = approx_bytes(entry);
+            let bytes = entry_bytes(entry);
             self.bytes += bytes;
             self.entries.push_back(Cached {
                 seq,
@@ -173,29 +171,6 @@ impl LogTail {
             self.bytes -= removed.bytes;
         }
     }
-}
-
-/// Roughly what an entry holds in memory, for bounding the tail.
-fn approx_bytes(entry: &Entry) -> usize {
-    const OVERHEAD: usize = 64;
-    let args = |args: &[Bytes]| args.iter().map(|a| a.len() + 32).sum::<usize>();
-    let keys = |keys: &Vec<Vec<u8>>| keys.iter().map(|a| a.len() + 24).sum::<usize>();
-    OVERHEAD
-        + match &entry.payload {
-            EntryPayload::Normal(request) => match &*request.op {
-                Op::Command(command) => args(command),
-                Op::Transaction { commands, watches } => {
-                    commands.iter().map(|c| args(c)).sum::<usize>()
-                        + watches.iter().map(|w| w.key.len() + 32).sum::<usize>()
-                }
-                Op::Expire(expired) => keys(expired),
-                Op::Slots(SlotOp::Import { page, .. } | SlotOp::ImportPage { page, .. }) => {
-                    page.len()
-                }
-                Op::Slots(_) => 0,
-            },
-            EntryPayload::Blank | EntryPayload::Membership(_) => 0,
-        }
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ use tonic::client::Grpc;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Status};
 
+use crate::append_split::{merge_answers, split_stream, Parts};
 use crate::link_filter::{Link, LinkFilter};
 use crate::stopping_peers::StoppingPeers;
 use crate::typ::{GroupId, NodeAddr, NodeId, Snapshot, SnapshotData, TypeConfig as C, Vote};
@@ -285,9 +286,12 @@ impl RaftNetworkV2<C> for PeerClient {
             self.peers.pass(self.target).await?;
             // A link cut, or a message lost, while the stream flows ends it.
             let (peers, target) = (self.peers.clone(), self.target);
-            let input = futures::stream::once(async { first })
-                .chain(input)
-                .take_while(move |_| std::future::ready(!peers.loses(target)));
+            let parts = Parts::default();
+            let input = split_stream(
+                futures::stream::once(async { first }).chain(input),
+                parts.clone(),
+            )
+            .take_while(move |_| std::future::ready(!peers.loses(target)));
             let request = self.request(input);
             let stopping = self.peers.stopping.clone();
             let open = async move {
@@ -330,7 +334,7 @@ impl RaftNetworkV2<C> for PeerClient {
                 }
                 r.map_err(rpc_error)
             });
-            Ok(Box::pin(results) as BoxStream<'s, _>)
+            Ok(Box::pin(merge_answers(results, parts)) as BoxStream<'s, _>)
         })
     }
 

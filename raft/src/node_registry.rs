@@ -61,6 +61,10 @@ pub(crate) fn access_error(group: GroupId, error: AccessError) -> ReplicaError {
             leader: None,
         },
         AccessError::Uncertain(message) => ReplicaError::Raft { group, message },
+        error @ AccessError::TooLarge { .. } => ReplicaError::Raft {
+            group,
+            message: error.to_string(),
+        },
     }
 }
 

@@ -6,7 +6,9 @@ use bytes::Bytes;
 use resp::Frame;
 use serde::{Deserialize, Serialize};
 
-use crate::typ::GroupId;
+use openraft::EntryPayload;
+
+use crate::typ::{Entry, GroupId};
 
 /// What one log entry asks a group's state machine to do, with the clock and seed every
 /// replica applies it with (so all of them compute the same deadlines and random choices).
@@ -83,6 +85,43 @@ impl fmt::Display for Request {
             Op::Expire(keys) => write!(f, "expire {} keys at {}", keys.len(), self.now_ms),
             Op::Slots(op) => write!(f, "{op}"),
         }
+    }
+}
+
+impl Request {
+    /// Roughly the bytes this request takes, in memory or encoded (a little more than either):
+    /// for bounding the log tail, the size of an entry and the batches sent to followers.
+    pub fn approx_bytes(&self) -> usize {
+        let args = |args: &[Bytes]| args.iter().map(|a| a.len() + 32).sum::<usize>();
+        64 + match &*self.op {
+            Op::Command(command) => args(command),
+            Op::Transaction { commands, watches } => {
+                commands.iter().map(|c| args(c)).sum::<usize>()
+                    + watches.iter().map(|w| w.key.len() + 32).sum::<usize>()
+            }
+            Op::Expire(keys) => keys.iter().map(|k| k.len() + 24).sum(),
+            Op::Slots(SlotOp::Import { page, .. }) => page.len(),
+            Op::Slots(SlotOp::ImportPage {
+                page,
+                slots,
+                starts,
+                ..
+            }) => page.len() + 4 * (slots.len() + starts.len()),
+            Op::Slots(
+                SlotOp::Release { slots, .. }
+                | SlotOp::Adopt { slots, .. }
+                | SlotOp::Drop { slots },
+            ) => 4 * slots.len(),
+        }
+    }
+}
+
+/// Roughly the bytes a log entry takes (see [`Request::approx_bytes`]).
+pub(crate) fn entry_bytes(entry: &Entry) -> usize {
+    match &entry.payload {
+        EntryPayload::Normal(request) => request.approx_bytes(),
+        // A membership lists a few nodes: far below the slack of every bound this serves.
+        EntryPayload::Blank | EntryPayload::Membership(_) => 64,
     }
 }
 

@@ -33,8 +33,19 @@ pub mod path {
 /// connection per peer, so each call says which group's raft receives it.
 pub const GROUP_HEADER: &str = "x-autocache-group";
 
-/// Largest message either end accepts: a batch of log entries, or one snapshot chunk.
-pub const MAX_MESSAGE: usize = 256 << 20;
+/// Largest log entry a group takes (see [`crate::Request::approx_bytes`]): a command with a
+/// value as large as Redis's `proto-max-bulk-len` (512 MB) allows, with room for its key. An
+/// entry travels to a follower in one message, so a larger one could never be replicated: it
+/// would hold up every later write of its group.
+pub const MAX_ENTRY: usize = 513 << 20;
+
+/// Bytes of entries a leader sends a follower in one message: a larger batch is split, and an
+/// entry larger than this goes alone (see `append_split`).
+pub const BATCH_BYTES: usize = 32 << 20;
+
+/// Largest message either end accepts: a batch of log entries (one entry of up to
+/// [`MAX_ENTRY`] included), or one snapshot chunk.
+pub const MAX_MESSAGE: usize = MAX_ENTRY + (1 << 20);
 
 /// The refusal of a node that is stopping, as its senders recognise it.
 pub fn stopping() -> Status {
