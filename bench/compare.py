@@ -14,7 +14,7 @@ the ratios are what to compare.
 
 Usage: bench/compare.py [--requests N] [--clients C] [--keys K] [--tests set,get,...]
                         [--pipelines 1,16] [--rounds R] [--redis-fsync no|always]
-                        [--groups G] [--skip-memory]
+                        [--groups G] [--skip-memory] [--binary PATH]
 
 MSET writes keys of different slot groups, which AutoCache refuses (CROSSSLOT) unless
 `--groups 1`; it is left out of the default tests.
@@ -145,9 +145,10 @@ def main():
     parser.add_argument("--redis-fsync", choices=["no", "always"], default="no",
                         help="redis persistence: none, or appendonly with appendfsync always")
     parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--binary", help="an autocache binary (default: build the release one)")
     args = parser.parse_args()
 
-    binary = build()
+    binary = args.binary or build()
     with tempfile.TemporaryDirectory() as tmp:
         servers = start(binary, tmp, args)
         try:
