@@ -224,12 +224,33 @@ async fn run_server(config: Config) -> anyhow::Result<()> {
     let config = seeds::resolve(config).await?;
     let bound = server::bind(config).await?;
     let server = bound.server();
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("signal received");
+    // Stops the node on a signal, or once its storage failed (see `raft::storage_watch`): its
+    // groups take no more writes, its peers take them over, and a supervisor restarting it
+    // finds it exited with an error.
+    let stopper = tokio::spawn(async move {
+        let failure = tokio::select! {
+            _ = wait_for_signal() => {
+                tracing::info!("signal received");
+                None
+            }
+            error = server.groups.storage_failed() => {
+                tracing::error!(%error, "storage failed, stopping the node: restart it once its disk is fixed");
+                Some(error)
+            }
+        };
         server.shutdown();
+        failure
     });
-    bound.serve().await
+    bound.serve().await?;
+    if !stopper.is_finished() {
+        // Stopped otherwise (SHUTDOWN).
+        stopper.abort();
+        return Ok(());
+    }
+    match stopper.await {
+        Ok(Some(error)) => anyhow::bail!("storage failed: {error}"),
+        _ => Ok(()),
+    }
 }
 
 pub async fn wait_for_signal() {

@@ -24,6 +24,7 @@ use crate::service::{self, BindError, Registry};
 use crate::snapshot_trigger;
 use crate::state_machine::StateMachine;
 use crate::stopping_peers::StoppingPeers;
+use crate::storage_watch;
 use crate::typ::{GroupId, NodeAddr, NodeId, Raft};
 
 /// How long a starting node waits for each of its groups to have a leader.
@@ -123,6 +124,8 @@ pub struct Groups {
     pub(crate) slot_epoch: std::sync::atomic::AtomicU64,
     /// Set to stop the raft service, the leader balancer and the leader watchers.
     stop: watch::Sender<bool>,
+    /// Why a group stopped on a storage failure, once one did (see `storage_watch`).
+    storage_failure: watch::Sender<Option<String>>,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -238,6 +241,7 @@ impl Groups {
             gossiped: RwLock::default(),
             slot_epoch: Default::default(),
             stop,
+            storage_failure: watch::channel(None).0,
             tasks: Mutex::new(tasks),
         };
         for group in 0..config.groups {
@@ -318,6 +322,12 @@ impl Groups {
             groups.stop.subscribe(),
         ));
         groups.tasks.lock().push(snapshots);
+        let storage = tokio::spawn(storage_watch::run(
+            groups.rafts.clone(),
+            groups.storage_failure.clone(),
+            groups.stop.subscribe(),
+        ));
+        groups.tasks.lock().push(storage);
         let has_peers = groups.sole_voter.iter().any(|alone| !alone);
         if has_peers {
             let balancer = tokio::spawn(balance_leaders(
@@ -650,6 +660,21 @@ impl Groups {
     /// Returns true if the cluster has no group.
     pub fn is_empty(&self) -> bool {
         self.sole_voter.is_empty()
+    }
+
+    /// Resolves, with the error, once a group stopped because its storage failed: the node
+    /// should then stop (see `storage_watch`).
+    pub async fn storage_failed(&self) -> String {
+        let mut failure = self.storage_failure.subscribe();
+        let failed = failure
+            .wait_for(Option::is_some)
+            .await
+            .map(|failure| failure.clone().unwrap_or_default());
+        match failed {
+            Ok(error) => error,
+            // The sender lives as long as `self`.
+            Err(_) => std::future::pending().await,
+        }
     }
 
     /// Stops every group (their pending writes fail), the raft service and the balancer, and

@@ -11,7 +11,6 @@
 
 /// Batches replicated to a follower split into messages of bounded size.
 mod append_split;
-
 /// Proposing writes and fencing reads, for client connections.
 pub mod client;
 
@@ -68,6 +67,8 @@ mod snapshot_trigger;
 pub mod state_machine;
 /// The nodes known to be stopping, so leadership is not handed to them.
 mod stopping_peers;
+/// Noticing a group stopped by a failed disk, so the node can stop.
+mod storage_watch;
 /// The openraft type configuration and aliases.
 pub mod typ;
 /// The transport's messages and codec.

@@ -120,8 +120,12 @@ fn spawn_autocache(port: u16, dir: &PathBuf, extra: &[String]) -> Child {
 
 /// Starts the autocache binary built for this test run, with extra flags.
 pub fn start_autocache_with(extra: &[&str]) -> ServerProcess {
+    start_autocache_at(temp_dir("autocache"), extra)
+}
+
+/// Starts autocache with `dir` as its data directory (removed when the server is dropped).
+pub fn start_autocache_at(dir: PathBuf, extra: &[&str]) -> ServerProcess {
     let port = free_port();
-    let dir = temp_dir("autocache");
     let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
     let mut child = spawn_autocache(port, &dir, &extra);
     wait_for_port(port, &mut child);
