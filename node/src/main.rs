@@ -186,6 +186,10 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         // Colour codes only help a terminal; in a log file (dev-cluster) they are noise.
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        // A log line that cannot be written (its disk full) is lost, not reported with
+        // `eprintln!`, which panics on the same full disk: that panicked whichever task logged,
+        // even the one noticing that the node's storage failed.
+        .log_internal_errors(false)
         .init();
     match cli.command {
         Command::Server(args) => {

@@ -4,11 +4,11 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, Stdio};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use common::{bulk, free_port, start_autocache_at, start_autocache_with, RawClient};
+use common::{bulk, free_port, start_autocache_at, start_autocache_with, wait_for_port, RawClient};
 use resp::Frame;
 
 /// Writers running while the server is killed: each records the writes it saw acknowledged.
@@ -175,12 +175,25 @@ impl Drop for SmallDisk {
 }
 
 /// A full disk stops the server, with an error status, rather than leaving it up with groups
-/// that take no write; every write acknowledged before is there once it restarts with room.
+/// that take no write, even when its log goes to that disk too; every write acknowledged
+/// before is there once it restarts with room.
 #[test]
 fn a_full_disk_stops_the_server_and_loses_no_acknowledged_write() {
     let disk = SmallDisk::mount("24m");
-    let mut server = start_autocache_at(disk.dir.join("data"), &[]);
-    let mut client = server.client();
+    let data = disk.dir.join("data");
+    let port = free_port();
+    let log = std::fs::File::create(disk.dir.join("autocache.log")).unwrap();
+    let mut server = Command::new(env!("CARGO_BIN_EXE_autocache"))
+        .arg("server")
+        .args(["--port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(&data)
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start autocache");
+    wait_for_port(port, &mut server);
+    let mut client = RawClient::connect(port);
     let value = "v".repeat(64 << 10);
     let mut acked = Vec::new();
     for i in 0u32.. {
@@ -200,16 +213,60 @@ fn a_full_disk_stops_the_server_and_loses_no_acknowledged_write() {
         }
     }
     assert!(acked.len() > 100, "only {} writes fitted", acked.len());
-    let status = server
-        .wait_exit(Duration::from_secs(30))
-        .expect("the server stopped by itself");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = server.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = server.kill();
+            panic!("the server did not stop by itself");
+        }
+        thread::sleep(Duration::from_millis(50));
+    };
     assert!(!status.success(), "exited with {status}");
 
     disk.grow("128m");
-    server.restart();
+    let server = start_autocache_at(data, &[]);
     let mut client = server.client();
     for i in &acked {
         assert_eq!(client.cmd(&["GET", &format!("k{i}")]), bulk(&value), "k{i}");
     }
     assert_eq!(client.cmd(&["SET", "after", "1"]), Frame::ok());
+}
+
+/// A log that cannot be written (its disk full: `/dev/full` fails every write) loses log lines,
+/// not the server: it starts, serves and stops as usual.
+#[test]
+fn a_full_log_disk_does_not_stop_the_server() {
+    let port = free_port();
+    let data = std::env::temp_dir().join(format!(
+        "autocache-test-full-log-{}-{port}",
+        std::process::id()
+    ));
+    let mut server = Command::new(env!("CARGO_BIN_EXE_autocache"))
+        .arg("server")
+        .args(["--port", &port.to_string()])
+        .arg("--data-dir")
+        .arg(&data)
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::null())
+        .stderr(
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open("/dev/full")
+                .unwrap(),
+        )
+        .spawn()
+        .expect("start autocache");
+    wait_for_port(port, &mut server);
+    let mut client = RawClient::connect(port);
+    for i in 0..100 {
+        assert_eq!(client.cmd(&["SET", &format!("k{i}"), "v"]), Frame::ok());
+    }
+    assert_eq!(client.cmd(&["DBSIZE"]), Frame::Integer(100));
+    let _ = client.try_cmd(&["SHUTDOWN"]);
+    let status = server.wait().unwrap();
+    let _ = std::fs::remove_dir_all(&data);
+    assert!(status.success(), "exited with {status}");
 }

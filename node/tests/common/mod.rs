@@ -90,7 +90,7 @@ fn temp_dir(name: &str) -> PathBuf {
     dir
 }
 
-fn wait_for_port(port: u16, child: &mut Child) {
+pub fn wait_for_port(port: u16, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
         if TcpStream::connect(("127.0.0.1", port)).is_ok() {
