@@ -9,6 +9,8 @@ use anyhow::{bail, Context};
 use raft::{NodeAddr, NodeId, Placement};
 use serde::Deserialize;
 
+use crate::output_limit::OutputLimits;
+
 /// The server's settings.
 #[derive(Clone, Debug, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
@@ -29,6 +31,9 @@ pub struct Config {
     pub proto_max_bulk_len: usize,
     /// Most unprocessed input buffered per client, in bytes.
     pub client_query_buffer_limit: usize,
+    /// `client-output-buffer-limit`, as Redis writes it (classes `normal`, `slave`/`replica`,
+    /// `pubsub`, each with hard limit, soft limit and soft seconds); only `pubsub` acts.
+    pub client_output_buffer_limit: String,
     /// Commands slower than this many microseconds are logged to SLOWLOG (-1: none).
     pub slowlog_log_slower_than: i64,
     /// Entries kept in SLOWLOG.
@@ -77,6 +82,7 @@ impl Default for Config {
             timeout: 0,
             proto_max_bulk_len: 512 * 1024 * 1024,
             client_query_buffer_limit: 1024 * 1024 * 1024,
+            client_output_buffer_limit: OutputLimits::default().render(),
             slowlog_log_slower_than: 10000,
             slowlog_max_len: 128,
             hz: 10,
@@ -105,6 +111,15 @@ impl Config {
         Ok(config)
     }
 
+    /// The output buffer limits of every client class (see `client_output_buffer_limit`).
+    pub fn output_limits(&self) -> anyhow::Result<OutputLimits> {
+        let mut limits = OutputLimits::default();
+        limits
+            .apply(&self.client_output_buffer_limit)
+            .map_err(|e| anyhow::anyhow!("client-output-buffer-limit: {e}"))?;
+        Ok(limits)
+    }
+
     /// Checks values that parse but make no sense.
     pub fn validate(&self) -> anyhow::Result<()> {
         if self.maxclients == 0 {
@@ -116,6 +131,7 @@ impl Config {
         if self.client_query_buffer_limit < 1024 * 1024 {
             bail!("client-query-buffer-limit must be at least 1mb (1048576)");
         }
+        self.output_limits()?;
         if !(1..=500).contains(&self.hz) {
             bail!("hz must be between 1 and 500");
         }

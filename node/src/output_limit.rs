@@ -8,8 +8,10 @@
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use crate::cmd::config::parse_memory;
+
 /// One class of client's limits, as in `client-output-buffer-limit <class> <hard> <soft> <secs>`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OutputLimit {
     pub hard: usize,
     pub soft: usize,
@@ -22,6 +24,90 @@ pub const PUBSUB: OutputLimit = OutputLimit {
     soft: 8 << 20,
     soft_for: Duration::from_secs(60),
 };
+
+/// The limits of every client class, as `client-output-buffer-limit` sets and shows them. Only
+/// the pub/sub class acts: a normal client's replies are bounded by its connection's flushes,
+/// and there are no replicas in Redis's sense.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OutputLimits {
+    pub normal: OutputLimit,
+    pub replica: OutputLimit,
+    pub pubsub: OutputLimit,
+}
+
+impl Default for OutputLimits {
+    /// Redis's defaults: `normal 0 0 0 slave 256mb 64mb 60 pubsub 32mb 8mb 60`.
+    fn default() -> OutputLimits {
+        OutputLimits {
+            normal: OutputLimit {
+                hard: 0,
+                soft: 0,
+                soft_for: Duration::ZERO,
+            },
+            replica: OutputLimit {
+                hard: 256 << 20,
+                soft: 64 << 20,
+                soft_for: Duration::from_secs(60),
+            },
+            pubsub: PUBSUB,
+        }
+    }
+}
+
+impl OutputLimits {
+    /// Applies `class hard soft seconds` groups over these limits, as Redis's CONFIG SET does
+    /// (sizes as Redis's memory options take them); on an error nothing changes, and the
+    /// message is Redis's.
+    pub fn apply(&mut self, value: &str) -> Result<(), String> {
+        let words: Vec<&str> = value.split_ascii_whitespace().collect();
+        if !words.len().is_multiple_of(4) {
+            return Err("Wrong number of arguments in buffer limit configuration.".into());
+        }
+        let mut next = *self;
+        for group in words.chunks(4) {
+            let class = match group[0].to_ascii_lowercase().as_str() {
+                "normal" => &mut next.normal,
+                "slave" | "replica" => &mut next.replica,
+                "pubsub" => &mut next.pubsub,
+                _ => {
+                    return Err(
+                        "Invalid client class specified in buffer limit configuration.".into(),
+                    )
+                }
+            };
+            let invalid =
+                || "Error in hard, soft or soft_seconds setting in buffer limit configuration.";
+            let hard = parse_memory(group[1]).map_err(|_| invalid())?;
+            let soft = parse_memory(group[2]).map_err(|_| invalid())?;
+            let seconds: u64 = group[3].parse().map_err(|_| invalid())?;
+            *class = OutputLimit {
+                hard,
+                soft,
+                soft_for: Duration::from_secs(seconds),
+            };
+        }
+        *self = next;
+        Ok(())
+    }
+
+    /// The limits as CONFIG GET shows them, sizes in bytes.
+    pub fn render(&self) -> String {
+        let class = |name: &str, limit: &OutputLimit| {
+            format!(
+                "{name} {} {} {}",
+                limit.hard,
+                limit.soft,
+                limit.soft_for.as_secs()
+            )
+        };
+        format!(
+            "{} {} {}",
+            class("normal", &self.normal),
+            class("slave", &self.replica),
+            class("pubsub", &self.pubsub)
+        )
+    }
+}
 
 /// The output a client has not taken yet, and since when it has been over the soft limit.
 #[derive(Debug, Default)]
@@ -37,9 +123,10 @@ impl PendingOutput {
     /// crossed `limit`: the client must then be disconnected.
     pub fn add(&self, bytes: usize, limit: &OutputLimit, now_ms: u64) -> bool {
         let pending = self.bytes.fetch_add(bytes, Ordering::Relaxed) + bytes;
-        let within = if pending >= limit.hard {
+        // A limit of 0 is no limit, as in Redis.
+        let within = if limit.hard > 0 && pending >= limit.hard {
             false
-        } else if pending >= limit.soft {
+        } else if limit.soft > 0 && pending >= limit.soft {
             let since = match self.over_soft_since.load(Ordering::Relaxed) {
                 0 => {
                     self.over_soft_since.store(now_ms + 1, Ordering::Relaxed);
@@ -78,6 +165,37 @@ mod tests {
         soft: 50,
         soft_for: Duration::from_secs(60),
     };
+
+    #[test]
+    fn limits_are_set_and_shown_as_redis_does() {
+        let mut limits = OutputLimits::default();
+        assert_eq!(
+            limits.render(),
+            "normal 0 0 0 slave 268435456 67108864 60 pubsub 33554432 8388608 60"
+        );
+        limits.apply("pubsub 64mb 16mb 30 replica 1gb 0 0").unwrap();
+        assert_eq!(
+            limits.render(),
+            "normal 0 0 0 slave 1073741824 0 0 pubsub 67108864 16777216 30"
+        );
+        for (value, error) in [
+            ("pubsub 1mb 1mb", "Wrong number"),
+            ("master 1 1 1", "Invalid client class"),
+            ("pubsub 1xb 1 1", "Error in hard, soft or soft_seconds"),
+            (
+                "normal 0 0 0 pubsub 1 1 -1",
+                "Error in hard, soft or soft_seconds",
+            ),
+        ] {
+            let before = limits;
+            let got = limits.apply(value).unwrap_err();
+            assert!(got.starts_with(error), "{value}: {got}");
+            assert_eq!(limits, before, "{value} changed the limits");
+        }
+        // No limit at all.
+        let pending = PendingOutput::default();
+        assert!(pending.add(1 << 40, &limits.normal, 0));
+    }
 
     #[test]
     fn output_reaching_the_hard_limit_is_refused_at_once() {

@@ -14,7 +14,7 @@ use crate::client::{ClientId, ClientInfo};
 use crate::output_limit;
 
 /// Messages buffered per subscriber before it counts as too slow and is disconnected; its
-/// bytes are bounded too, by [`output_limit::PUBSUB`].
+/// bytes are bounded too (`client-output-buffer-limit pubsub`, see `output_limit`).
 pub const SUBSCRIBER_BUFFER: usize = 65536;
 
 /// Where messages for one client go.
@@ -35,17 +35,14 @@ pub fn message_size(message: &Frame) -> usize {
 }
 
 impl Subscriber {
-    fn deliver(&self, message: Frame) -> bool {
+    fn deliver(&self, message: Frame, limit: &output_limit::OutputLimit) -> bool {
         let info = &self.info;
         if info.is_killed() {
             // Cut off already; its connection is closing.
             return false;
         }
         let size = message_size(&message);
-        if !info
-            .pending_output
-            .add(size, &output_limit::PUBSUB, info.clock_ms())
-        {
+        if !info.pending_output.add(size, limit, info.clock_ms()) {
             tracing::warn!(
                 client = info.id,
                 pending = info.pending_output.bytes(),
@@ -75,9 +72,11 @@ struct Inner {
 }
 
 /// The subscriptions of every client.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PubSub {
     inner: Mutex<Inner>,
+    /// What a subscriber may leave unread (`client-output-buffer-limit pubsub`).
+    limit: Mutex<output_limit::OutputLimit>,
 }
 
 fn add(map: &mut HashMap<Bytes, HashMap<ClientId, Subscriber>>, name: &Bytes, sub: &Subscriber) {
@@ -95,7 +94,21 @@ fn remove(map: &mut HashMap<Bytes, HashMap<ClientId, Subscriber>>, name: &[u8], 
     }
 }
 
+impl Default for PubSub {
+    fn default() -> PubSub {
+        PubSub {
+            inner: Mutex::default(),
+            limit: Mutex::new(output_limit::PUBSUB),
+        }
+    }
+}
+
 impl PubSub {
+    /// Sets what a subscriber may leave unread before it is disconnected.
+    pub fn set_limit(&self, limit: output_limit::OutputLimit) {
+        *self.limit.lock() = limit;
+    }
+
     pub fn subscribe(&self, channel: &Bytes, sub: &Subscriber) {
         add(&mut self.inner.lock().channels, channel, sub);
     }
@@ -115,6 +128,7 @@ impl PubSub {
     /// Sends `message` to the subscribers of `channel` and of matching patterns; returns how
     /// many received it.
     pub fn publish(&self, channel: &Bytes, message: &Bytes) -> usize {
+        let limit = *self.limit.lock();
         let inner = self.inner.lock();
         let mut receivers = 0;
         if let Some(subs) = inner.channels.get(channel) {
@@ -124,7 +138,7 @@ impl PubSub {
                     Frame::Bulk(channel.clone()),
                     Frame::Bulk(message.clone()),
                 ]);
-                receivers += sub.deliver(frame) as usize;
+                receivers += sub.deliver(frame, &limit) as usize;
             }
         }
         for (pattern, subs) in &inner.patterns {
@@ -138,7 +152,7 @@ impl PubSub {
                     Frame::Bulk(channel.clone()),
                     Frame::Bulk(message.clone()),
                 ]);
-                receivers += sub.deliver(frame) as usize;
+                receivers += sub.deliver(frame, &limit) as usize;
             }
         }
         receivers

@@ -226,13 +226,15 @@ pub async fn bind(config: Config) -> anyhow::Result<Bound> {
             None
         });
     let (shutdown, _) = watch::channel(false);
+    let pubsub = PubSub::default();
+    pubsub.set_limit(config.output_limits()?.pubsub);
     let server = Arc::new(Server {
         db,
         groups,
         config: RwLock::new(config),
         ignored_config: Mutex::new(crate::cmd::config::ignored_defaults()),
         clients: ClientRegistry::default(),
-        pubsub: PubSub::default(),
+        pubsub,
         stats: ServerStats::default(),
         slowlog: SlowLog::default(),
         started: Instant::now(),

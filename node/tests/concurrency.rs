@@ -293,9 +293,34 @@ fn pipelined_writes_and_reads_answer_in_order() {
 /// receiving. The same against redis-server.
 #[test]
 fn a_subscriber_that_stops_reading_is_disconnected_at_its_output_limit() {
-    const MESSAGES: usize = 100;
     let message = "x".repeat(1 << 20);
     for (name, server) in [("autocache", start_autocache()), ("redis", start_redis())] {
+        let default_cut_off = stalled_subscriber_cut_off(name, &server, &message, None);
+        let cut_off = stalled_subscriber_cut_off(name, &server, &message, Some("pubsub 8mb 0 0"));
+        assert!(
+            cut_off + 16 <= default_cut_off,
+            "{name}: cut off after {cut_off} MB with an 8 MB limit, {default_cut_off} MB with 32 MB"
+        );
+    }
+}
+
+/// Runs 100 PUBLISHes of `message` (1 MB) to a subscriber that reads and one that does not,
+/// under `limit` if given; returns how many the stalled one was sent before it was cut off.
+fn stalled_subscriber_cut_off(
+    name: &str,
+    server: &common::ServerProcess,
+    message: &str,
+    limit: Option<&str>,
+) -> usize {
+    const MESSAGES: usize = 100;
+    {
+        if let Some(limit) = limit {
+            let mut config = server.client();
+            assert_eq!(
+                config.cmd(&["CONFIG", "SET", "client-output-buffer-limit", limit]),
+                Frame::ok()
+            );
+        }
         let mut stalled = server.client();
         stalled.cmd(&["SUBSCRIBE", "feed"]);
         // The reader takes raw bytes as fast as they come: parsing each message as it grows
@@ -330,7 +355,7 @@ fn a_subscriber_that_stops_reading_is_disconnected_at_its_output_limit() {
         });
         let mut publisher = server.client();
         let receivers: Vec<Frame> = (0..MESSAGES)
-            .map(|_| publisher.cmd(&["PUBLISH", "feed", &message]))
+            .map(|_| publisher.cmd(&["PUBLISH", "feed", message]))
             .collect();
         let first_without_stalled = receivers
             .iter()
@@ -359,5 +384,6 @@ fn a_subscriber_that_stops_reading_is_disconnected_at_its_output_limit() {
             held < first_without_stalled,
             "{name}: read {held} messages, {first_without_stalled} published before it was cut off"
         );
+        first_without_stalled
     }
 }

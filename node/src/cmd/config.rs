@@ -122,6 +122,17 @@ const PARAMS: &[Param] = &[
         }),
     },
     Param {
+        name: "client-output-buffer-limit",
+        get: |c| c.client_output_buffer_limit.clone(),
+        set: Some(|s, v| {
+            let mut limits = s.config.read().output_limits().map_err(|e| e.to_string())?;
+            limits.apply(v)?;
+            update(s, |c| c.client_output_buffer_limit = limits.render())?;
+            s.pubsub.set_limit(limits.pubsub);
+            Ok(())
+        }),
+    },
+    Param {
         name: "slowlog-log-slower-than",
         get: |c| c.slowlog_log_slower_than.to_string(),
         set: Some(|s, v| {
