@@ -4,11 +4,14 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::{bulk, free_port, start_autocache_at, start_autocache_with, wait_for_port, RawClient};
+use common::{
+    autocache_command, bulk, free_port, start_autocache_at, start_autocache_with, temp_dir,
+    wait_for_port, RawClient,
+};
 use resp::Frame;
 
 /// Writers running while the server is killed: each records the writes it saw acknowledged.
@@ -139,13 +142,9 @@ struct SmallDisk {
 
 impl SmallDisk {
     fn mount(size: &str) -> SmallDisk {
-        let dir = std::env::temp_dir().join(format!(
-            "autocache-test-disk-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        let disk = SmallDisk { dir };
+        let disk = SmallDisk {
+            dir: temp_dir("disk"),
+        };
         disk.mount_with(&format!("size={size}"));
         disk
     }
@@ -183,12 +182,9 @@ fn a_full_disk_stops_the_server_and_loses_no_acknowledged_write() {
     let data = disk.dir.join("data");
     let port = free_port();
     let log = std::fs::File::create(disk.dir.join("autocache.log")).unwrap();
-    let mut server = Command::new(env!("CARGO_BIN_EXE_autocache"))
-        .arg("server")
-        .args(["--port", &port.to_string()])
-        .arg("--data-dir")
-        .arg(&data)
-        .stdout(Stdio::null())
+    let mut server = autocache_command(port, &data)
+        // The server's own default, as a user runs it.
+        .env("RUST_LOG", "info,openraft=error")
         .stderr(log)
         .spawn()
         .expect("start autocache");
@@ -240,17 +236,9 @@ fn a_full_disk_stops_the_server_and_loses_no_acknowledged_write() {
 #[test]
 fn a_full_log_disk_does_not_stop_the_server() {
     let port = free_port();
-    let data = std::env::temp_dir().join(format!(
-        "autocache-test-full-log-{}-{port}",
-        std::process::id()
-    ));
-    let mut server = Command::new(env!("CARGO_BIN_EXE_autocache"))
-        .arg("server")
-        .args(["--port", &port.to_string()])
-        .arg("--data-dir")
-        .arg(&data)
+    let data = temp_dir("full-log");
+    let mut server = autocache_command(port, &data)
         .env("RUST_LOG", "debug")
-        .stdout(Stdio::null())
         .stderr(
             std::fs::OpenOptions::new()
                 .write(true)

@@ -7,7 +7,7 @@ pub mod cluster;
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -80,7 +80,8 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A fresh directory under the system's temp dir, named after `name`.
+pub fn temp_dir(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!(
         "autocache-test-{name}-{}-{}",
         std::process::id(),
@@ -104,16 +105,24 @@ pub fn wait_for_port(port: u16, child: &mut Child) {
     panic!("server did not listen on port {port}");
 }
 
-fn spawn_autocache(port: u16, dir: &PathBuf, extra: &[String]) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_autocache"))
+/// The command that runs the autocache binary built for this test run as a server on `port`
+/// with data in `dir`, logging warnings to the test's stderr (callers may change that).
+pub fn autocache_command(port: u16, dir: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_autocache"));
+    command
         .arg("server")
         .args(["--port", &port.to_string()])
         .arg("--data-dir")
         .arg(dir)
-        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
+        .stderr(Stdio::inherit());
+    command
+}
+
+fn spawn_autocache(port: u16, dir: &Path, extra: &[String]) -> Child {
+    autocache_command(port, dir)
+        .args(extra)
         .spawn()
         .expect("start autocache")
 }
